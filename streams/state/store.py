@@ -1,0 +1,230 @@
+"""Redis access for the workers: every read and write goes through here, batched."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from importlib import resources
+from typing import Any
+
+import numpy as np
+from redis import asyncio as aioredis
+from redis.exceptions import RedisError
+
+from schemas.errors import ServiceError
+from streams import keys
+from streams.state.sequence import decode_sequence
+
+APPLIED, REDELIVERED, DUPLICATE, TOO_OLD = 1, 2, 0, 3
+
+
+def _script(name: str) -> str:
+    return resources.files("streams.state").joinpath(name).read_text()
+
+
+@dataclass(frozen=True, slots=True)
+class Interaction:
+    """A validated purchase or review, as the sequence update needs it."""
+
+    uid: str  # pseudonym
+    event_hash: bytes
+    item_id: str
+    ts_s: int
+    source: str  # "topic:partition", for redelivery detection
+    offset: int
+
+
+@dataclass(frozen=True, slots=True)
+class ApplyResult:
+    statuses: list[int]
+    item_index: list[int]
+    sequences: dict[str, np.ndarray]  # pseudonym -> state after the batch
+
+
+@dataclass(frozen=True, slots=True)
+class Preference:
+    uid: str
+    kind: str
+    item_id: str | None
+    value: str | None
+    ts: int
+
+
+class Store:
+    """State of users and items, shared by every worker through one Redis."""
+
+    def __init__(
+        self,
+        redis: aioredis.Redis,
+        *,
+        history_length: int = 200,
+        cooc_window: int = 5,
+        cooc_cap: int = 100,
+    ) -> None:
+        self.redis = redis
+        self.history_length = history_length
+        self.cooc_window = cooc_window
+        self.cooc_cap = cooc_cap
+        self._apply = redis.register_script(_script("apply_interactions.lua"))
+        self._preference = redis.register_script(_script("apply_preference.lua"))
+        self._product = redis.register_script(_script("put_product.lua"))
+        # The vocabulary only grows and an index never changes meaning, so caching it
+        # in the worker is always safe.
+        self._item_ids: dict[int, str] = {}
+
+    @classmethod
+    def from_url(cls, url: str, **kwargs: Any) -> Store:
+        return cls(aioredis.from_url(url, decode_responses=False), **kwargs)
+
+    async def close(self) -> None:
+        await self.redis.aclose()
+
+    async def ping(self) -> None:
+        try:
+            await self.redis.ping()
+        except (RedisError, OSError) as exc:
+            raise ServiceError(f"Redis does not answer: {exc}") from exc
+
+    async def apply(self, events: Sequence[Interaction]) -> ApplyResult:
+        """Apply a batch in one atomic script call; see apply_interactions.lua."""
+        if not events:
+            return ApplyResult([], [], {})
+        argv: list[Any] = [self.history_length, self.cooc_window, self.cooc_cap, len(events)]
+        for ev in events:
+            argv += [ev.uid, ev.event_hash, ev.item_id, ev.ts_s, ev.source, ev.offset]
+        statuses, idxs, uids, blobs = await self._apply(
+            keys=[
+                keys.ITEM_INDEX,
+                keys.ITEM_IDS,
+                keys.ITEM_NEXT,
+                keys.POPULARITY,
+                keys.APPLIED_OFFSETS,
+                keys.STATS,
+                keys.USERS_SEEN,
+            ],
+            args=argv,
+        )
+        sequences = {u.decode(): decode_sequence(b) for u, b in zip(uids, blobs, strict=True)}
+        for ev, idx in zip(events, idxs, strict=True):
+            if idx:
+                self._item_ids.setdefault(int(idx), ev.item_id)
+        return ApplyResult([int(s) for s in statuses], [int(i) for i in idxs], sequences)
+
+    async def scoring_inputs(
+        self, anchors: Iterable[int], neighbours: int, popular: int
+    ) -> tuple[dict[int, list[tuple[int, float]]], list[tuple[int, float]], dict[int, float]]:
+        """Co-occurrence lists of the anchors, the most popular items, and popularity
+        of every item involved: two round trips whatever the batch size."""
+        anchor_list = list(dict.fromkeys(anchors))
+        pipe = self.redis.pipeline(transaction=False)
+        for a in anchor_list:
+            pipe.zrevrange(keys.cooc(a), 0, neighbours - 1, withscores=True)
+        pipe.zrevrange(keys.POPULARITY, 0, popular - 1, withscores=True)
+        replies = await pipe.execute()
+        lists = {
+            a: [(int(m), float(s)) for m, s in rep]
+            for a, rep in zip(anchor_list, replies[:-1], strict=True)
+        }
+        top = [(int(m), float(s)) for m, s in replies[-1]]
+        pop = dict(top)
+        wanted = {a for a in anchor_list if a not in pop}
+        for rep in lists.values():
+            wanted.update(m for m, _ in rep if m not in pop)
+        if wanted:
+            order = list(wanted)
+            scores = await self.redis.zmscore(keys.POPULARITY, order)
+            pop.update((m, float(s or 0.0)) for m, s in zip(order, scores, strict=True))
+        return lists, top, pop
+
+    async def item_ids(self, idxs: Iterable[int]) -> dict[int, str]:
+        missing = [i for i in set(idxs) if i not in self._item_ids]
+        if missing:
+            values = await self.redis.hmget(keys.ITEM_IDS, missing)
+            for i, v in zip(missing, values, strict=True):
+                if v is not None:
+                    self._item_ids[i] = v.decode()
+        return self._item_ids
+
+    async def sequence(self, uid: str) -> list[tuple[int, str]]:
+        """A user's retained history as (ts seconds, item id), oldest first."""
+        arr = decode_sequence(await self.redis.get(keys.seq(uid)))
+        names = await self.item_ids(int(i) for i in arr["item"])
+        return [(int(t), names[int(i)]) for t, i in zip(arr["ts"], arr["item"], strict=True)]
+
+    async def put_products(self, products: Sequence[Mapping[str, Any]]) -> list[bool]:
+        pipe = self.redis.pipeline(transaction=False)
+        for p in products:
+            fields: list[Any] = []
+            for name in ("title", "brand", "price", "stock", "margin", "promo"):
+                if p.get(name) is not None:
+                    fields += [name, p[name]]
+            if p.get("category"):
+                fields += ["category", "/".join(p["category"])]
+            await self._product(
+                keys=[keys.item_meta(p["item_id"])], args=[p["ts"], *fields], client=pipe
+            )
+        return [bool(r) for r in await pipe.execute()]
+
+    async def item_meta(self, item_ids: Sequence[str]) -> dict[str, dict[str, str]]:
+        pipe = self.redis.pipeline(transaction=False)
+        for i in item_ids:
+            pipe.hgetall(keys.item_meta(i))
+        replies = await pipe.execute()
+        return {
+            i: {k.decode(): v.decode() for k, v in rep.items()}
+            for i, rep in zip(item_ids, replies, strict=True)
+        }
+
+    async def apply_preferences(self, prefs: Sequence[Preference]) -> list[int]:
+        pipe = self.redis.pipeline(transaction=False)
+        for p in prefs:
+            await self._preference(
+                keys=[
+                    keys.prefs(p.uid),
+                    keys.wishlist(p.uid),
+                    keys.subscriptions(p.uid),
+                    *keys.user_keys(p.uid),
+                ],
+                args=[p.kind, p.item_id or "", p.value or "", p.ts],
+                client=pipe,
+            )
+        return [int(r) for r in await pipe.execute()]
+
+    async def preferences(self, uid: str) -> dict[str, Any]:
+        """Current wishlist, subscriptions and consent of a user."""
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.hgetall(keys.wishlist(uid))
+        pipe.hgetall(keys.subscriptions(uid))
+        pipe.hget(keys.prefs(uid), "consent")
+        wish, subs, consent = await pipe.execute()
+
+        def active(h: dict[bytes, bytes]) -> list[str]:
+            return sorted(k.decode() for k, v in h.items() if v.endswith(b":1"))
+
+        return {
+            "wishlist": active(wish),
+            "subscriptions": active(subs),
+            "consent": None if consent is None else consent.endswith(b":1"),
+        }
+
+    async def user_exists(self, uid: str) -> bool:
+        return bool(await self.redis.exists(*keys.user_keys(uid)))
+
+    async def stats(self) -> dict[str, int]:
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.hgetall(keys.STATS)
+        pipe.pfcount(keys.USERS_SEEN)
+        pipe.get(keys.ITEM_NEXT)
+        raw, users, items = await pipe.execute()
+        out = {k.decode(): int(v) for k, v in raw.items()}
+        out["users_seen"] = int(users)
+        out["items_seen"] = int(items or 0)
+        return out
+
+    async def incr_stats(self, counts: Mapping[str, int]) -> None:
+        if any(counts.values()):
+            pipe = self.redis.pipeline(transaction=False)
+            for k, v in counts.items():
+                if v:
+                    pipe.hincrby(keys.STATS, k, v)
+            await pipe.execute()

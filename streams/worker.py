@@ -1,0 +1,167 @@
+"""The Faust app: agents that turn raw input topics into state and recommendations."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import tempfile
+from collections.abc import Awaitable, Callable, Sequence
+from pathlib import Path
+
+import faust
+from redis.exceptions import RedisError
+
+from schemas.errors import ConfigError, ServiceError
+from streams.processor import Message, Output, Processor
+from streams.settings import Settings
+from streams.state import Store
+
+log = logging.getLogger(__name__)
+
+Handler = Callable[[Sequence[Message]], Awaitable[list[Output]]]
+
+# Transient failures are retried with the batch unacknowledged, so nothing is lost
+# and, the updates being idempotent, nothing is doubled by the retry.
+_TRANSIENT = (RedisError, OSError, ServiceError, asyncio.TimeoutError)
+_MAX_BACKOFF_S = 5.0
+
+
+def create_app(settings: Settings, bootstrap: str, redis_url: str) -> faust.App:
+    """Build the worker app; topics must already exist (see streams.topics)."""
+    datadir = Path(tempfile.gettempdir()) / "reco-faust" / settings.app_id
+    datadir.parent.mkdir(parents=True, exist_ok=True)
+    app = faust.App(
+        settings.app_id,
+        broker=f"kafka://{bootstrap}",
+        key_serializer="raw",
+        value_serializer="raw",
+        processing_guarantee="at_least_once",
+        topic_partitions=settings.partitions,
+        topic_replication_factor=settings.replication_factor,
+        stream_buffer_maxsize=settings.stream_buffer_maxsize,
+        stream_wait_empty=False,
+        broker_commit_every=settings.commit_every,
+        broker_commit_interval=settings.commit_interval_s,
+        broker_session_timeout=settings.session_timeout_s,
+        consumer_auto_offset_reset="earliest",
+        web_enabled=settings.web_enabled,
+        web_port=settings.web_port,
+        store="memory://",
+        datadir=str(datadir),
+    )
+    state: dict[str, Processor] = {}
+    lock = asyncio.Lock()
+
+    async def processor() -> Processor:
+        # Created lazily inside the worker's event loop, shared by every agent.
+        async with lock:
+            if "p" not in state:
+                store = Store.from_url(
+                    redis_url,
+                    history_length=settings.history_length,
+                    cooc_window=settings.cooc_window,
+                    cooc_cap=2 * settings.cooc_neighbours,
+                )
+                await store.ping()
+                state["p"] = Processor(settings, store)
+            return state["p"]
+
+    async def send(outputs: list[Output]) -> None:
+        # Straight to the Kafka producer, bypassing Faust's one-message-at-a-time send
+        # buffer; waiting for the whole batch's delivery before its input is acked keeps
+        # at-least-once, and costs one broker round trip per batch, not per event.
+        pending = [
+            await app.producer.send(o.topic, o.key, o.value, None, None, None) for o in outputs
+        ]
+        if pending:
+            await asyncio.gather(*pending)
+
+    async def run(stream: faust.StreamT, pick: Callable[[Processor], Handler]) -> None:
+        proc = await processor()
+        handler = pick(proc)
+        async for events in stream.take_events(settings.batch_size, within=settings.batch_within_s):
+            msgs = [
+                Message(
+                    e.message.topic,
+                    e.message.partition,
+                    e.message.offset,
+                    e.message.key,
+                    e.message.value,
+                )
+                for e in events
+            ]
+            await send(await _process(proc, handler, msgs))
+
+    def raw_topic(*names: str) -> faust.types.TopicT:
+        return app.topic(
+            *names,
+            key_serializer="raw",
+            value_serializer="raw",
+            partitions=settings.partitions,
+        )
+
+    @app.agent(raw_topic(settings.topic_purchases, settings.topic_reviews), name="interactions")
+    async def interactions(stream: faust.StreamT) -> None:
+        await run(stream, lambda p: p.interactions)
+
+    @app.agent(raw_topic(settings.topic_catalog), name="catalog")
+    async def catalog(stream: faust.StreamT) -> None:
+        await run(stream, lambda p: p.catalog)
+
+    @app.agent(raw_topic(settings.topic_preferences), name="preferences")
+    async def preferences(stream: faust.StreamT) -> None:
+        await run(stream, lambda p: p.preferences)
+
+    return app
+
+
+async def _process(proc: Processor, handler: Handler, msgs: Sequence[Message]) -> list[Output]:
+    """Run a batch to completion: retry transient failures, isolate poison messages."""
+    backoff = 0.1
+    while True:
+        try:
+            return await handler(msgs)
+        except _TRANSIENT as exc:
+            log.warning("batch of %d failed (%s); retrying in %.1fs", len(msgs), exc, backoff)
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, _MAX_BACKOFF_S)
+        except Exception:
+            if len(msgs) == 1:
+                log.exception(
+                    "message %s:%d@%d failed", msgs[0].topic, msgs[0].partition, msgs[0].offset
+                )
+                return [
+                    proc.dead_letter(
+                        msgs[0], "processing failed (see worker log)", int(proc.clock() * 1000)
+                    )
+                ]
+            log.exception("batch of %d failed; processing its messages one by one", len(msgs))
+            out: list[Output] = []
+            for m in msgs:
+                out.extend(await _process(proc, handler, [m]))
+            return out
+
+
+def require_services(settings: Settings) -> tuple[str, str]:
+    if not settings.kafka_bootstrap_servers or not settings.redis_url:
+        raise ConfigError(
+            "a worker needs KAFKA_BOOTSTRAP_SERVERS and REDIS_URL; `reco demo` starts a "
+            "local broker and Redis when none is configured"
+        )
+    return settings.kafka_bootstrap_servers, settings.redis_url
+
+
+def run_worker(settings: Settings, loglevel: str = "info") -> None:
+    """Create the topics, then run one worker until it is stopped."""
+    from streams.topics import ensure_topics
+
+    bootstrap, redis_url = require_services(settings)
+    settings.secret_bytes()  # fail before connecting anything when the key is missing
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
+    loop.run_until_complete(
+        ensure_topics(bootstrap, settings.topic_partitions(), settings.replication_factor)
+    )
+    app = create_app(settings, bootstrap, redis_url)
+    worker = faust.Worker(app, loglevel=loglevel, loop=loop, redirect_stdouts=False)
+    worker.execute_from_commandline()
