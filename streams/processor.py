@@ -16,7 +16,7 @@ from schemas.validation import validate
 from streams.pseudonym import Pseudonymiser
 from streams.settings import Settings
 from streams.state import Interaction, Store, event_hash
-from streams.state.store import APPLIED, REDELIVERED, Preference
+from streams.state.store import APPLIED, REDELIVERED, ApplyResult, Preference
 
 log = logging.getLogger(__name__)
 
@@ -130,31 +130,54 @@ class Processor:
         self.counts["applied"] += result.statuses.count(APPLIED)
         self.counts["duplicates"] += len(batch) - result.statuses.count(APPLIED)
 
-        wanted = []
-        for (msg, rec), ev, status in zip(good, batch, result.statuses, strict=True):
-            if msg.topic == self.settings.topic_purchases and status in (APPLIED, REDELIVERED):
-                wanted.append((rec, ev))
-        if wanted:
-            out.extend(await self._recommend(wanted, result.sequences))
+        wanted = [
+            msg.topic == self.settings.topic_purchases and status in (APPLIED, REDELIVERED)
+            for (msg, _), status in zip(good, result.statuses, strict=True)
+        ]
+        if any(wanted):
+            histories = self._histories(batch, result, wanted)
+            records = [rec for (_, rec), w in zip(good, wanted, strict=True) if w]
+            out.extend(await self._recommend(records, histories))
         await self._flush_counts()
         return out
 
+    def _histories(
+        self, batch: Sequence[Interaction], result: ApplyResult, wanted: Sequence[bool]
+    ) -> list[list[int]]:
+        """Each wanted event's user history right after that event.
+
+        Replays the batch over the sequences as they were before it, exactly as the Lua
+        step did, so a recommendation neither knows later events of the same batch nor
+        forgets items that those later events pushed out of the retained window.
+        """
+        n = self.settings.history_length
+        times: dict[str, list[int]] = {}
+        items: dict[str, list[int]] = {}
+        out = []
+        for ev, status, idx, want in zip(
+            batch, result.statuses, result.item_index, wanted, strict=True
+        ):
+            ts, its = times.get(ev.uid), items.get(ev.uid)
+            if ts is None or its is None:
+                before = result.before[ev.uid]
+                ts = times[ev.uid] = before["ts"].tolist()
+                its = items[ev.uid] = before["item"].tolist()
+            if status == APPLIED:
+                pos = len(ts)
+                while pos and ts[pos - 1] > ev.ts_s:
+                    pos -= 1
+                ts.insert(pos, ev.ts_s)
+                its.insert(pos, idx)
+                if len(ts) > n:
+                    del ts[: len(ts) - n], its[: len(its) - n]
+            if want:
+                out.append(its[:])
+        return out
+
     async def _recommend(
-        self, wanted: list[tuple[dict[str, Any], Interaction]], sequences: dict[str, Any]
+        self, records: list[dict[str, Any]], histories: list[list[int]]
     ) -> list[Output]:
         s = self.settings
-        positions: dict[str, dict[bytes, int]] = {}
-        histories = []
-        for _, ev in wanted:
-            seq = sequences[ev.uid]
-            pos = positions.get(ev.uid)
-            if pos is None:
-                pos = {h: i for i, h in enumerate(seq["hash"].tolist())}
-                positions[ev.uid] = pos
-            # Score from the history as it was right after this event, not after later
-            # events of the same batch: a recommendation never knows the future.
-            end = pos.get(ev.event_hash, len(seq) - 1) + 1
-            histories.append(seq["item"][:end].tolist())
         anchors = {a for h in histories for a in recent_anchors(h, s.cooc_anchors)}
         # Enough popular items to fill a list for all but users who bought most of them.
         neighbours, top, pop = await self.store.scoring_inputs(
@@ -168,7 +191,7 @@ class Processor:
         )
         now_ms = int(self.clock() * 1000)
         outputs = []
-        for (rec, _), items in zip(wanted, ranked, strict=True):
+        for rec, items in zip(records, ranked, strict=True):
             value = {
                 "user_id": rec["user_id"],
                 "items": [

@@ -10,10 +10,10 @@
 --   ts (uint32 BE seconds) | item index (uint32 BE) | event hash (6 bytes)
 -- which keeps a 50-event history under 1 KB of Redis.
 --
--- Returns {statuses, item indexes, pseudonyms touched, their packed sequences};
+-- Returns {statuses, item indexes, pseudonyms touched, their sequences before the batch};
 -- status 1 applied, 2 duplicate redelivered at an offset already applied (its
 -- recommendation may not have been delivered), 0 duplicate of an applied event seen
--- at a new offset, 3 older than the whole retained history (nothing to change).
+-- at a new offset, 3 not newer than the whole (full) retained history: no change.
 
 local ENTRY = 14
 local maxlen = tonumber(ARGV[1])
@@ -21,10 +21,10 @@ local window = tonumber(ARGV[2])
 local cap = tonumber(ARGV[3])
 local n = tonumber(ARGV[4])
 
-local blobs, order, dirty = {}, {}, {}
+local blobs, before, order, dirty = {}, {}, {}, {}
 local highs, highs_dirty = {}, {}
 local statuses, idxs = {}, {}
-local applied, dups = 0, 0
+local applied, dups, stale = 0, 0, 0
 
 local function item_index(item)
   local idx = redis.call('HGET', KEYS[1], item)
@@ -64,6 +64,7 @@ for e = 0, n - 1 do
   if blob == nil then
     blob = redis.call('GET', 'u:{' .. uid .. '}:seq') or ''
     blobs[uid] = blob
+    before[#before + 1] = blob
     order[#order + 1] = uid
   end
   local high = highs[tp]
@@ -78,8 +79,11 @@ for e = 0, n - 1 do
     dups = dups + 1
   else
     local count = #blob / ENTRY
-    if count >= maxlen and ts < struct.unpack('>I4', blob, 1) then
+    -- A full history cannot tell an event it already evicted from a new one at the
+    -- window's edge; both belong before the oldest kept entry, outside the window.
+    if count >= maxlen and ts <= struct.unpack('>I4', blob, 1) then
       status = 3
+      stale = stale + 1
     else
       idx = item_index(item)
       -- Insert after the last entry not newer than this one: arrival order breaks ties.
@@ -116,17 +120,16 @@ for e = 0, n - 1 do
   idxs[e + 1] = idx
 end
 
-local seqs = {}
-for i, uid in ipairs(order) do
+for _, uid in ipairs(order) do
   if dirty[uid] then
     redis.call('SET', 'u:{' .. uid .. '}:seq', blobs[uid])
     redis.call('PFADD', KEYS[7], uid)
   end
-  seqs[i] = blobs[uid]
 end
 for tp, _ in pairs(highs_dirty) do
   redis.call('HSET', KEYS[5], tp, highs[tp])
 end
 if applied > 0 then redis.call('HINCRBY', KEYS[6], 'applied', applied) end
 if dups > 0 then redis.call('HINCRBY', KEYS[6], 'duplicates', dups) end
-return {statuses, idxs, order, seqs}
+if stale > 0 then redis.call('HINCRBY', KEYS[6], 'stale', stale) end
+return {statuses, idxs, order, before}

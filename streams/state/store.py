@@ -38,7 +38,7 @@ class Interaction:
 class ApplyResult:
     statuses: list[int]
     item_index: list[int]
-    sequences: dict[str, np.ndarray]  # pseudonym -> state after the batch
+    before: dict[str, np.ndarray]  # pseudonym -> sequence before the batch
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,11 +104,11 @@ class Store:
             ],
             args=argv,
         )
-        sequences = {u.decode(): decode_sequence(b) for u, b in zip(uids, blobs, strict=True)}
+        before = {u.decode(): decode_sequence(b) for u, b in zip(uids, blobs, strict=True)}
         for ev, idx in zip(events, idxs, strict=True):
             if idx:
                 self._item_ids.setdefault(int(idx), ev.item_id)
-        return ApplyResult([int(s) for s in statuses], [int(i) for i in idxs], sequences)
+        return ApplyResult([int(s) for s in statuses], [int(i) for i in idxs], before)
 
     async def scoring_inputs(
         self, anchors: Iterable[int], neighbours: int, popular: int

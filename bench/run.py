@@ -1,0 +1,64 @@
+"""Run the benchmarks: ``python -m bench.run [name ...]`` (all of them by default).
+
+Each benchmark writes its figures to bench/results/<name>.json and prints a markdown
+table for BENCHMARKS.md. Kafka and Redis come from KAFKA_BOOTSTRAP_SERVERS and
+REDIS_URL when set, else a local Tansu broker and redis-server are started.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import sys
+from collections.abc import Sequence
+from dataclasses import replace
+from pathlib import Path
+
+from bench import backbone
+from bench.common import RESULTS
+
+BENCHMARKS = ("backbone",)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__)
+    parser.add_argument("names", nargs="*", metavar="name", help=f"one of {', '.join(BENCHMARKS)}")
+    parser.add_argument(
+        "--events", type=int, default=None, help="backbone: purchases per throughput run"
+    )
+    parser.add_argument(
+        "--latency-seconds", type=float, default=None, help="backbone: measured latency window"
+    )
+    parser.add_argument(
+        "--results",
+        type=Path,
+        default=RESULTS,
+        help="directory for <name>.json (default: bench/results)",
+    )
+    args = parser.parse_args(argv)
+    unknown = sorted(set(args.names) - set(BENCHMARKS))
+    if unknown:
+        parser.error(f"unknown benchmark {', '.join(unknown)}; known: {', '.join(BENCHMARKS)}")
+    logging.basicConfig(level=logging.WARNING)
+    for name in args.names or BENCHMARKS:
+        if name == "backbone":
+            opts = backbone.Options()
+            if args.events is not None:
+                opts = replace(opts, events=args.events)
+            if args.latency_seconds is not None:
+                opts = replace(opts, latency_seconds=args.latency_seconds)
+            results = asyncio.run(backbone.run(opts, args.results))
+            table = backbone.markdown(results)
+        args.results.mkdir(parents=True, exist_ok=True)
+        path = args.results / f"{name}.json"
+        path.write_text(json.dumps(results, indent=2) + "\n")
+        print(f"\n## {name}: {results['dataset']}; {results['machine']}; {results['date']}\n")
+        print(table)
+        print(f"\nwritten to {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,560 @@
+"""`reco demo`: broker, Redis, one worker and a replay on one machine, with a live dashboard."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter, deque
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from pydantic import SecretStr
+from redis.exceptions import RedisError
+
+from models.datasets import Dataset, load, to_messages, truncate
+from schemas.codec import Codec
+from schemas.errors import SchemaError
+from streams.embedded import EmbeddedStack
+from streams.replay import encoded, publish
+from streams.settings import Settings
+from streams.state import Store
+from streams.topics import ensure_topics
+
+DEFAULT_LIMIT = 30_000
+TOP_N = 5
+POLL_S = 0.25
+REFRESH_S = 1.0
+# Appended blocks (stdout not a terminal) come less often, so a saved log stays readable.
+REFRESH_PLAIN_S = 5.0
+MEMORY_EVERY_S = 5.0
+# Give up when nothing moved for this long after the last event was published.
+STALL_S = 60.0
+WORKER_STOP_S = 10.0
+CLEANUP_S = 5.0
+MEMORY_SAMPLE = 100
+MALFORMED_USER = "demo-malformed"
+_CLEAR, _HOME, _EOL, _EOS = "\x1b[2J", "\x1b[H", "\x1b[K", "\x1b[J"
+
+
+def malformed_purchases(codec: Codec) -> list[tuple[str, bytes]]:
+    """(what is wrong, value) of purchases a worker must dead-letter, not choke on."""
+    good = {
+        "event_id": f"{MALFORMED_USER}:0",
+        "user_id": MALFORMED_USER,
+        "item_id": "none",
+        "quantity": 1,
+        "price": None,
+        "currency": None,
+        "ts": int(time.time() * 1000),
+        "session_id": None,
+    }
+    body = codec.encode("Purchase", good)
+    return [
+        ("not Avro: plain text", b"this is not an Avro record"),
+        ("not Avro: JSON", b'{"user_id": "u1", "item_id": "i1", "quantity": 1}'),
+        ("truncated Avro", body[: len(body) // 2]),
+        ("negative quantity", codec.encode("Purchase", {**good, "quantity": -3})),
+        ("blank item id", codec.encode("Purchase", {**good, "item_id": "  "})),
+    ]
+
+
+def worker_env(settings: Settings, base: dict[str, str]) -> dict[str, str]:
+    """``base`` with every setting as a RECO_* variable, plus the plain Kafka/Redis names."""
+    env = {k: v for k, v in base.items() if not k.startswith("RECO_")}
+    for name, value in settings.model_dump().items():
+        if isinstance(value, SecretStr):
+            value = value.get_secret_value()
+        if value is not None:
+            env["RECO_" + name.upper()] = str(value)
+    env["KAFKA_BOOTSTRAP_SERVERS"] = settings.kafka_bootstrap_servers or ""
+    env["REDIS_URL"] = settings.redis_url or ""
+    return env
+
+
+class Worker:
+    """`reco worker` as a child in a session of its own.
+
+    A terminal's Ctrl-C then reaches only the demo, which stops the worker itself
+    and can still read the worker's final figures.
+    """
+
+    def __init__(self, settings: Settings, log_path: Path, loglevel: str) -> None:
+        self.settings, self.log_path, self.loglevel = settings, log_path, loglevel
+        self.proc: subprocess.Popen[bytes] | None = None
+        self._log: IO[bytes] | None = None
+
+    def start(self) -> None:
+        self._log = self.log_path.open("ab")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "streams.cli", "--loglevel", self.loglevel, "worker"],
+            env=worker_env(self.settings, dict(os.environ)),
+            stdin=subprocess.DEVNULL,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def tail(self, lines: int = 40) -> str:
+        text = self.log_path.read_text(errors="replace")
+        return "\n".join(text.splitlines()[-lines:])
+
+    async def stop(self, timeout: float = WORKER_STOP_S) -> None:
+        if self.proc is not None and self.alive():
+            self.proc.terminate()
+            deadline = time.monotonic() + timeout
+            while self.alive() and time.monotonic() < deadline:
+                await asyncio.sleep(0.1)
+            if self.alive():
+                print(
+                    f"reco demo: the worker ignored SIGTERM for {timeout:.0f}s; killing it",
+                    file=sys.stderr,
+                )
+                self.proc.kill()
+        self.close()
+
+    def close(self) -> None:
+        """Synchronous last resort: SIGTERM, SIGKILL after a timeout; idempotent."""
+        if self.proc is not None and self.alive():
+            self.proc.terminate()
+            try:
+                self.proc.wait(WORKER_STOP_S)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        if self._log is not None:
+            self._log.close()
+
+
+@dataclass
+class View:
+    """Everything the dashboard and the summary show, updated by the tasks of the run."""
+
+    dataset: str
+    follow: int
+    malformed: int
+    started: float = field(default_factory=time.monotonic)
+    published: Counter[str] = field(default_factory=Counter)
+    purchases: dict[str, str] = field(default_factory=dict)  # event id -> item id
+    publish_done: bool = False
+    recommended: set[str] = field(default_factory=set)  # cause event ids
+    received: int = 0
+    dead: Counter[str] = field(default_factory=Counter)  # reason -> count
+    last_dead: str = ""
+    undecodable: int = 0
+    latest: dict[str, tuple[int, dict[str, Any]]] = field(default_factory=dict)
+    titles: dict[str, str] = field(default_factory=dict)
+    base: dict[str, int] = field(default_factory=dict)
+    stats: dict[str, int] = field(default_factory=dict)
+    samples: deque[tuple[float, int]] = field(default_factory=lambda: deque(maxlen=12))
+    first_applied: float | None = None
+    last_applied: float | None = None
+    memory: tuple[float, int] | None = None  # mean bytes, keys sampled
+
+    def stat(self, name: str) -> int:
+        # Counters are cumulative in a shared Redis; this run is the difference.
+        value = self.stats.get(name, 0)
+        return value if name.endswith("_seen") else value - self.base.get(name, 0)
+
+    @property
+    def processed(self) -> int:
+        return self.stat("applied") + self.stat("duplicates")
+
+    @property
+    def dead_letters(self) -> int:
+        return sum(self.dead.values())
+
+    def rate_now(self) -> float:
+        if len(self.samples) < 2:
+            return 0.0
+        (t0, n0), (t1, n1) = self.samples[0], self.samples[-1]
+        return (n1 - n0) / (t1 - t0) if t1 > t0 else 0.0
+
+    def mean_rate(self) -> float:
+        span = (self.last_applied or 0.0) - (self.first_applied or 0.0)
+        return self.processed / span if span > 0 else 0.0
+
+    def complete(self) -> bool:
+        return (
+            self.publish_done
+            # An event Redis has seen before (an earlier run) is a duplicate: no new recommendation.
+            and len(self.recommended) + self.stat("duplicates") >= len(self.purchases)
+            and self.processed >= self.published["purchase"] + self.published["review"]
+            and self.dead_letters >= self.malformed
+        )
+
+    def tap(self, messages: Iterable[tuple[str, str, dict[str, Any]]]) -> Iterator[Any]:
+        for kind, key, record in messages:
+            self.published[kind] += 1
+            if kind == "purchase":
+                self.purchases[record["event_id"]] = record["item_id"]
+            yield kind, key, record
+
+    def on_record(self, topic: str, value: bytes, settings: Settings, codec: Codec) -> None:
+        try:
+            if topic == settings.topic_dead_letter:
+                letter = codec.decode("DeadLetter", value)
+                self.dead[letter["error"]] += 1
+                self.last_dead = f"{letter['error']} ({letter['topic']}@{letter['offset']})"
+                return
+            rec = codec.decode("Recommendation", value)
+        except SchemaError:
+            self.undecodable += 1
+            return
+        self.received += 1
+        if rec["cause_event_id"] in self.purchases:
+            self.recommended.add(rec["cause_event_id"])
+        user = rec["user_id"]
+        if user in self.latest or len(self.latest) < self.follow:
+            self.latest[user] = (self.latest.get(user, (0, rec))[0] + 1, rec)
+
+
+def _n(x: float) -> str:
+    return f"{x:,.0f}"
+
+
+def _clock(seconds: float) -> str:
+    m, s = divmod(int(seconds), 60)
+    return f"{m}m{s:02d}s"
+
+
+def _published(v: View) -> str:
+    kinds = ("product", "purchase", "review", "malformed")
+    parts = [f"{_n(v.published[k])} {k}{'' if k == 'malformed' else 's'}" for k in kinds]
+    return ", ".join(p for p in parts if not p.startswith("0 ")) or "starting"
+
+
+def render(v: View) -> list[str]:
+    purchases = len(v.purchases)
+    share = f", {100 * len(v.recommended) / purchases:.0f}%" if purchases else ""
+    lines = [
+        f"{v.dataset} · {_clock(time.monotonic() - v.started)} elapsed",
+        f"  published        {_n(sum(v.published.values())):>9} events"
+        f"  ({'done' if v.publish_done else 'sending'}: {_published(v)})",
+        f"  worker applied   {_n(v.stat('applied')):>9} events  ({_n(v.rate_now())}/s now,"
+        f" {_n(v.stat('duplicates'))} duplicates; {_n(v.stat('users_seen'))} users,"
+        f" {_n(v.stat('items_seen'))} items)",
+        f"  recommendations  {_n(v.received):>9} received"
+        f"  ({_n(len(v.recommended))} of {_n(purchases)} purchases covered{share})",
+        f"  dead letters     {v.dead_letters:>9}"
+        + (f"         last: {v.last_dead}" if v.dead_letters else ""),
+    ]
+    if v.undecodable:
+        lines.append(f"  undecodable      {v.undecodable:>9} records on the output topics")
+    if v.follow and v.purchases and not v.latest:
+        lines += ["", "  (waiting for the first recommendations)"]
+    for user, (count, rec) in v.latest.items():
+        bought = v.purchases.get(rec["cause_event_id"], "?")
+        lines += [
+            "",
+            f"  user {user} bought {bought} {v.titles.get(bought, '')}".rstrip(),
+            f"    recommendation #{count} after event {rec['cause_event_id']}"
+            f" ({rec['model_version']}):",
+        ]
+        for i, item in enumerate(rec["items"][:TOP_N], 1):
+            title = v.titles.get(item["item_id"], "")[:40]
+            lines.append(
+                f"    {i}. {item['item_id']:<10} {title:<40} {item['score']:6.3f}  {item['reason']}"
+            )
+    return lines
+
+
+def summary(v: View, wall: float) -> list[str]:
+    memory = (
+        f"{_n(v.memory[0])} bytes per user (MEMORY USAGE of u:{{uid}}:seq, {v.memory[1]} users)"
+        if v.memory
+        else "n/a (no user keys)"
+    )
+    span = (v.last_applied or 0.0) - (v.first_applied or 0.0)
+    lines = [
+        "summary",
+        f"  events published  {_n(sum(v.published.values()))} ({_published(v)})",
+        f"  events applied    {_n(v.stat('applied'))}, duplicates {_n(v.stat('duplicates'))}",
+        f"  recommendations   {_n(len(v.recommended))} for {_n(len(v.purchases))} purchases"
+        f" published ({_n(v.received)} received)",
+        f"  dead letters      {v.dead_letters} ({v.malformed} malformed sent)",
+        *(f"    {count} x {reason[:90]}" for reason, count in sorted(v.dead.items())),
+        f"  users / items     {_n(v.stat('users_seen'))} / {_n(v.stat('items_seen'))}",
+        f"  wall time         {_clock(wall)}",
+        f"  mean events/s     {_n(v.mean_rate())}"
+        f" (worker: {_n(v.processed)} events in {span:.1f}s)",
+        f"  Redis memory      {memory}",
+    ]
+    return lines
+
+
+async def memory_per_user(store: Store) -> tuple[float, int] | None:
+    """Mean ``MEMORY USAGE`` of a SCAN sample of user sequence keys."""
+    sample: list[Any] = []
+    cursor = 0
+    while len(sample) < MEMORY_SAMPLE:
+        cursor, found = await store.redis.scan(cursor, match="u:*:seq", count=100)
+        sample += found
+        if cursor == 0:
+            break
+    if not sample:
+        return None
+    pipe = store.redis.pipeline(transaction=False)
+    for key in sample[:MEMORY_SAMPLE]:
+        pipe.memory_usage(key)
+    sizes = [s for s in await pipe.execute() if s is not None]
+    return (sum(sizes) / len(sizes), len(sizes)) if sizes else None
+
+
+async def consume_outputs(settings: Settings, view: View, since_ms: int) -> None:
+    """Read recommendations and dead letters from the start, without a consumer group."""
+    codec = Codec(settings.wire_format)
+    topics = (settings.topic_recommendations, settings.topic_dead_letter)
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=settings.kafka_bootstrap_servers, enable_auto_commit=False
+    )
+    await consumer.start()
+    try:
+        tps = [TopicPartition(t, p) for t in topics for p in range(settings.partitions)]
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        while True:
+            batches = await consumer.getmany(timeout_ms=200, max_records=5000)
+            for tp, records in batches.items():
+                for r in records:
+                    # Earlier runs against the same broker left records of their own.
+                    if r.timestamp >= since_ms and r.value is not None:
+                        view.on_record(tp.topic, r.value, settings, codec)
+    finally:
+        await consumer.stop()
+
+
+class Screen:
+    """Redraws in place on a terminal; appends plain blocks to a pipe or a file."""
+
+    def __init__(self, static: list[str]) -> None:
+        self.tty = sys.stdout.isatty()
+        self.static = static
+        self.every = REFRESH_S if self.tty else REFRESH_PLAIN_S
+        self.next = 0.0
+        print(_CLEAR if self.tty else "\n".join(static), flush=True)
+
+    def show(self, lines: list[str], force: bool = False) -> None:
+        now = time.monotonic()
+        if not force and now < self.next:
+            return
+        self.next = now + self.every
+        if self.tty:
+            block = [*self.static, "", *lines]
+            print(_HOME + "".join(line + _EOL + "\n" for line in block) + _EOS, end="", flush=True)
+        else:
+            print("\n" + "\n".join(lines), flush=True)
+
+
+async def _refresh(store: Store, view: View) -> None:
+    view.stats = await store.stats()
+    now = time.monotonic()
+    processed = view.processed
+    if view.samples and processed != view.samples[-1][1]:
+        view.first_applied = view.first_applied or view.samples[-1][0]
+        view.last_applied = now
+    view.samples.append((now, processed))
+    wanted = {i["item_id"] for _, r in view.latest.values() for i in r["items"][:TOP_N]}
+    wanted |= {view.purchases.get(r["cause_event_id"], "") for _, r in view.latest.values()}
+    missing = sorted(wanted - set(view.titles) - {""})
+    if missing:
+        meta = await store.item_meta(missing)
+        view.titles.update((i, m.get("title", "")) for i, m in meta.items())
+
+
+def _stream(
+    view: View, ds: Dataset, settings: Settings, codec: Codec
+) -> Iterator[tuple[str, str, bytes, bytes]]:
+    # Lazy, so that "published" on screen follows the producer rather than running ahead.
+    for _, value in malformed_purchases(codec):
+        view.published["malformed"] += 1
+        yield "malformed", settings.topic_purchases, MALFORMED_USER.encode(), value
+    yield from encoded(view.tap(to_messages(ds)), settings, codec)
+
+
+async def _run(
+    settings: Settings, args: argparse.Namespace, ds: Dataset, worker: Worker, static: list[str]
+) -> int:
+    codec = Codec(settings.wire_format)
+    view = View(ds.name, max(args.users, 0), len(malformed_purchases(codec)))
+    store = Store.from_url(settings.redis_url or "")
+    await store.ping()
+    view.base = await store.stats()
+    if keys_before := await store.redis.dbsize():
+        static.append(
+            f"  note: Redis already holds {_n(keys_before)} keys; events it has seen count as"
+            " duplicates and get no new recommendation"
+        )
+    since_ms = int(time.time() * 1000)
+    worker.start()
+    static.append(f"  worker: pid {worker.proc.pid if worker.proc else '?'}, log {worker.log_path}")
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    main_task = asyncio.current_task()
+
+    def interrupt() -> None:
+        if stop.is_set() and main_task is not None:
+            main_task.cancel()  # a second Ctrl-C skips the summary
+        stop.set()
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        # Only the main thread may install handlers; elsewhere asyncio.run's default stays.
+        with contextlib.suppress(RuntimeError, ValueError, NotImplementedError):
+            loop.add_signal_handler(sig, interrupt)
+
+    screen = Screen(static)
+    replay = asyncio.create_task(
+        publish(
+            settings.kafka_bootstrap_servers or "",
+            _stream(view, ds, settings, codec),
+            rate=args.rate,
+            progress=False,
+        )
+    )
+    outputs = asyncio.create_task(consume_outputs(settings, view, since_ms))
+    code, outcome = 0, ""
+    last_move, last_seen, next_memory = time.monotonic(), (-1, -1, -1), 0.0
+    try:
+        while True:
+            if not worker.alive():
+                rc = worker.proc.returncode if worker.proc else 0
+                how = f"was killed by {signal.Signals(-rc).name}" if rc < 0 else f"exited ({rc})"
+                print(
+                    f"\nreco demo: the worker {how}; last lines of {worker.log_path}:\n"
+                    f"{worker.tail()}",
+                    file=sys.stderr,
+                )
+                return 1
+            for task, what in ((replay, "replay"), (outputs, "output consumer")):
+                if task.done() and not task.cancelled() and task.exception() is not None:
+                    print(f"\nreco demo: {what} failed: {task.exception()!r}", file=sys.stderr)
+                    return 1
+            view.publish_done = replay.done()
+            # Redis may vanish under us (a terminal's Ctrl-C also reaches the embedded
+            # servers); the last figures read stay on screen and in the summary.
+            with contextlib.suppress(RedisError, OSError):
+                await _refresh(store, view)
+                if time.monotonic() >= next_memory:
+                    view.memory = await memory_per_user(store) or view.memory
+                    next_memory = time.monotonic() + MEMORY_EVERY_S
+            seen = (view.processed, view.received, view.dead_letters)
+            if seen != last_seen or not view.publish_done:
+                last_move, last_seen = time.monotonic(), seen
+            screen.show(render(view))
+            if stop.is_set():
+                code, outcome = (0 if args.unbounded else 130), "interrupted"
+                break
+            if view.complete() and not args.unbounded:
+                outcome = "the worker applied every event"
+                if len(view.recommended) >= len(view.purchases) > 0:
+                    outcome = "every published purchase has a recommendation"
+                elif view.stat("duplicates"):
+                    outcome += " (duplicates of events Redis had seen get no recommendation)"
+                break
+            if time.monotonic() - last_move > STALL_S and not args.unbounded:
+                code, outcome = 1, f"gave up, nothing moved for {STALL_S:.0f}s"
+                break
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), POLL_S)
+        screen.show(render(view), force=True)
+        wall = time.monotonic() - view.started
+        if not stop.is_set():
+            with contextlib.suppress(RedisError, OSError):
+                view.memory = await memory_per_user(store) or view.memory
+        print("\n" + "\n".join([f"stopped: {outcome}", *summary(view, wall)]), flush=True)
+        return code
+    finally:
+        # After a Ctrl-C the broker may be gone, and clients would retry it for minutes.
+        logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
+        for task in (replay, outputs):
+            task.cancel()
+        await asyncio.gather(
+            asyncio.wait((replay, outputs), timeout=CLEANUP_S), worker.stop(), store.close()
+        )
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            with contextlib.suppress(RuntimeError, ValueError, NotImplementedError):
+                loop.remove_signal_handler(sig)
+
+
+def _load(args: argparse.Namespace) -> tuple[Dataset, str]:
+    from streams.cli import default_dataset
+
+    full = load(args.dataset or default_dataset())
+    limit = args.limit if args.limit is not None else (None if args.unbounded else DEFAULT_LIMIT)
+    ds = truncate(full, limit)
+    if len(ds.events) == len(full.events):
+        return ds, f"all {_n(len(ds.events))} events"
+    return ds, f"first {_n(len(ds.events))} of {_n(len(full.events))} events"
+
+
+def run_demo(settings: Settings, args: argparse.Namespace) -> int:
+    """Start what is missing, run one worker, replay a data set and watch it; 0 on success."""
+    try:
+        ds, scope = _load(args)
+    except (FileNotFoundError, ValueError) as exc:
+        print(f"reco demo: {exc}", file=sys.stderr)
+        return 2
+    static = [f"reco demo: {ds.name}, {scope} (--limit N or --unbounded to change)"]
+    if not any(kind == "purchase" for kind, _ in ds.events):
+        static.append(
+            f"  note: {ds.name} has no purchases; the worker recommends after purchases only,"
+            " so expect state updates and no recommendations"
+        )
+    aiokafka_log = logging.getLogger("aiokafka")
+    level = aiokafka_log.level
+    # Connection chatter would scroll the dashboard away; failures surface as exceptions.
+    aiokafka_log.setLevel(logging.ERROR)
+    with EmbeddedStack(settings.kafka_bootstrap_servers, settings.redis_url) as stack:
+        update: dict[str, Any] = {
+            "kafka_bootstrap_servers": stack.bootstrap_servers,
+            "redis_url": stack.redis_url,
+        }
+        origin = "embedded Tansu" if stack.tansu else "configured"
+        static.append(f"  kafka  {stack.bootstrap_servers} ({origin})")
+        origin = "embedded redis-server" if stack.redis else "configured"
+        static.append(f"  redis  {stack.redis_url} ({origin})")
+        if settings.pseudonym_secret is None or not settings.pseudonym_secret.get_secret_value():
+            update["pseudonym_secret"] = SecretStr(secrets.token_hex(32))
+            static.append(
+                "  pseudonyms: RECO_PSEUDONYM_SECRET is not set; using a random secret for this"
+                " run only"
+            )
+        run_settings = settings.model_copy(update=update)
+        static.append(
+            f"  dead letters: {len(malformed_purchases(Codec()))} malformed purchases go first"
+            " (not Avro, truncated, negative quantity, blank item id)"
+        )
+        asyncio.run(
+            ensure_topics(
+                stack.bootstrap_servers,
+                run_settings.topic_partitions(),
+                run_settings.replication_factor,
+            )
+        )
+        with contextlib.ExitStack() as cleanup:
+            log_dir = stack.log_dir
+            if log_dir is None:
+                log_dir = Path(cleanup.enter_context(tempfile.TemporaryDirectory(prefix="reco-")))
+            worker = Worker(run_settings, log_dir / "worker.log", args.loglevel)
+            cleanup.callback(worker.close)
+            try:
+                return asyncio.run(_run(run_settings, args, ds, worker, static))
+            except (KeyboardInterrupt, asyncio.CancelledError):
+                print("\nreco demo: interrupted", file=sys.stderr)
+                return 130
+            finally:
+                aiokafka_log.setLevel(level)

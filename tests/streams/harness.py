@@ -1,0 +1,225 @@
+"""Real workers, topics and Redis snapshots for the integration tests."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+import redis
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+from schemas.codec import Codec
+from streams import keys
+from streams.replay import encoded, publish
+from streams.settings import Settings
+from streams.state.sequence import decode_sequence
+from streams.topics import ensure_topics
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def run(coro: Any) -> Any:
+    return asyncio.run(coro)
+
+
+def make_settings(bootstrap: str, redis_url: str, **overrides: Any) -> Settings:
+    """Settings with topics and consumer group of their own, so tests never share offsets."""
+    tag = uuid.uuid4().hex[:8]
+    names = {
+        f"topic_{t}": f"{t.replace('_', '-')}-{tag}"
+        for t in (
+            "purchases",
+            "reviews",
+            "catalog",
+            "preferences",
+            "recommendations",
+            "segments",
+            "drift_alerts",
+            "model_updates",
+            "dead_letter",
+        )
+    }
+    values: dict[str, Any] = {
+        "kafka_bootstrap_servers": bootstrap,
+        "redis_url": redis_url,
+        "pseudonym_secret": "test-secret",
+        "app_id": f"reco-test-{tag}",
+        **names,
+        **overrides,
+    }
+    s = Settings(**values)
+    run(ensure_topics(bootstrap, s.topic_partitions()))
+    return s
+
+
+def worker_env(s: Settings) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RECO_")}
+    for name, value in s.model_dump().items():
+        if value is None:
+            continue
+        if name == "pseudonym_secret":
+            value = s.secret_bytes().decode()
+        env["RECO_" + name.upper()] = str(value)
+    env["KAFKA_BOOTSTRAP_SERVERS"] = s.kafka_bootstrap_servers or ""
+    env["REDIS_URL"] = s.redis_url or ""
+    return env
+
+
+class Worker:
+    """`reco worker` in a subprocess, as it runs in production."""
+
+    def __init__(self, settings: Settings, log: Path) -> None:
+        self.log_path = log
+        self._log = open(log, "ab")  # noqa: SIM115 - closed in stop()
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "streams.cli", "--loglevel", "warning", "worker"],
+            env=worker_env(settings),
+            cwd=ROOT,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+        )
+
+    def kill(self) -> None:
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(10)
+        self._log.close()
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+        self._log.close()
+
+    def assert_alive(self) -> None:
+        if self.proc.poll() is not None:
+            raise AssertionError(f"worker died:\n{self.log_path.read_text()[-3000:]}")
+
+
+def publish_records(
+    s: Settings, messages: Iterable[tuple[str, str, dict[str, Any]]], rate: float | None = None
+) -> int:
+    msgs = list(encoded(messages, s, Codec(s.wire_format)))
+    stats = run(publish(s.kafka_bootstrap_servers or "", msgs, rate=rate, progress=False))
+    return int(stats.total)
+
+
+def publish_raw(s: Settings, topic: str, items: Iterable[tuple[bytes, bytes]]) -> int:
+    msgs = [("raw", topic, k, v) for k, v in items]
+    run(publish(s.kafka_bootstrap_servers or "", msgs, progress=False))
+    return len(msgs)
+
+
+async def _consume(bootstrap: str, topic: str, count: int, timeout: float) -> list[Any]:
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    await consumer.start()
+    out: list[Any] = []
+    try:
+        parts = consumer.partitions_for_topic(topic) or set()
+        for _ in range(50):
+            if parts:
+                break
+            await asyncio.sleep(0.1)
+            await consumer._client.force_metadata_update()
+            parts = consumer.partitions_for_topic(topic) or set()
+        tps = [TopicPartition(topic, p) for p in sorted(parts)]
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        deadline = time.monotonic() + timeout
+        while len(out) < count and time.monotonic() < deadline:
+            batch = await consumer.getmany(timeout_ms=500, max_records=5000)
+            for records in batch.values():
+                out.extend(records)
+    finally:
+        await consumer.stop()
+    return out
+
+
+def consume(s: Settings, topic: str, count: int, timeout: float = 120) -> list[Any]:
+    """Every record of a topic from the beginning, stopping once ``count`` are read."""
+    return list(run(_consume(s.kafka_bootstrap_servers or "", topic, count, timeout)))
+
+
+def wait_for(
+    predicate: Callable[[], bool], timeout: float, what: str, worker: Worker | None = None
+) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        if worker is not None:
+            worker.assert_alive()
+        time.sleep(0.25)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+def stat(client: redis.Redis, name: str) -> int:
+    return int(client.hget(keys.STATS, name) or 0)
+
+
+OPERATIONAL_KEYS = {keys.STATS.encode(), keys.APPLIED_OFFSETS.encode()}
+
+
+def raw_snapshot(client: redis.Redis) -> dict[bytes, Any]:
+    """Every key's value, except the operational counters that count duplicates."""
+    out: dict[bytes, Any] = {}
+    for key in client.scan_iter(count=1000):
+        if key in OPERATIONAL_KEYS:
+            continue
+        kind = client.type(key)
+        if kind == b"string":
+            out[key] = client.get(key)
+        elif kind == b"hash":
+            out[key] = client.hgetall(key)
+        elif kind == b"zset":
+            out[key] = client.zrange(key, 0, -1, withscores=True)
+        elif kind == b"set":
+            out[key] = client.smembers(key)
+        else:
+            out[key] = client.dump(key)
+    return out
+
+
+def logical_snapshot(client: redis.Redis) -> dict[str, Any]:
+    """State with item indexes replaced by item ids.
+
+    Indexes are given in first-seen order, which depends on how partitions interleave,
+    so two correct runs differ in indexes but must agree on everything else.
+    """
+    names = {int(k): v.decode() for k, v in client.hgetall(keys.ITEM_IDS).items()}
+    out: dict[str, Any] = {}
+    for key in client.scan_iter(count=1000):
+        k = key.decode()
+        if key in OPERATIONAL_KEYS or k in (keys.ITEM_IDS, keys.ITEM_INDEX, keys.ITEM_NEXT):
+            continue
+        if k.endswith(":seq"):
+            arr = decode_sequence(client.get(key))
+            out[k] = [
+                (int(t), names[int(i)], bytes(h))
+                for t, i, h in zip(arr["ts"], arr["item"], arr["hash"], strict=True)
+            ]
+        elif k == keys.POPULARITY:
+            out[k] = {names[int(m)]: s for m, s in client.zrange(key, 0, -1, withscores=True)}
+        elif k.startswith("co:"):
+            anchor = names[int(k[3:])]
+            out["co:" + anchor] = {
+                names[int(m)]: s for m, s in client.zrange(key, 0, -1, withscores=True)
+            }
+        elif k == keys.USERS_SEEN:
+            out[k] = client.pfcount(key)
+        elif client.type(key) == b"hash":
+            out[k] = client.hgetall(key)
+        else:
+            out[k] = client.dump(key)
+    return out
