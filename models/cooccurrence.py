@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import heapq
 import math
 from collections import Counter, defaultdict, deque
 from collections.abc import Hashable, Iterable, Mapping, Sequence
@@ -86,8 +85,9 @@ def rank(
             scores[item] = scores.get(item, 0.0) + contribution
             if item not in best or contribution > best[item][0]:
                 best[item] = (contribution, anchor)
-    # nlargest is stable, so ties keep the neighbour lists' order: deterministic.
-    top = heapq.nlargest(k, scores.items(), key=_second)
+    # sorted is stable, so ties keep the neighbour lists' order: deterministic. (For the
+    # few dozen candidates a history has, a full sort beats heapq.nlargest.)
+    top = sorted(scores.items(), key=_second, reverse=True)[:k]
     out = [Ranked(item, score, REASON_COOC, best[item][1]) for item, score in top]
     if len(out) < k:
         floor = min((r.score for r in out), default=1.0)

@@ -36,6 +36,9 @@ _REQUIRED_IDS: dict[str, tuple[str, ...]] = {
     "SegmentChange": ("user_id",),
 }
 _OPTIONAL_IDS: dict[str, tuple[str, ...]] = {"Preference": ("item_id",)}
+# What a preference is about: an item for wishlist changes, a name for subscriptions.
+_NEEDS_ITEM = frozenset({"wishlist_add", "wishlist_remove"})
+_NEEDS_VALUE = frozenset({"subscribe", "unsubscribe"})
 
 
 def check_id(field: str, value: Any) -> None:
@@ -126,6 +129,12 @@ def validate(
         stock = record.get("stock")
         if stock is not None and stock < 0:
             raise InvalidEventError(f"stock must be >= 0 (got {stock})")
+    elif name == "Preference":
+        kind = record.get("kind")
+        if kind in _NEEDS_ITEM and record.get("item_id") is None:
+            raise InvalidEventError(f"{kind} needs an item_id")
+        if kind in _NEEDS_VALUE:
+            check_id("value", record.get("value"))
     elif name == "Recommendation":
         for item in record.get("items") or ():
             check_id("items.item_id", item.get("item_id"))

@@ -8,6 +8,7 @@ import contextlib
 import logging
 import os
 import secrets
+import shutil
 import signal
 import subprocess
 import sys
@@ -354,7 +355,12 @@ class Screen:
             return
         self.next = now + self.every
         if self.tty:
-            block = [*self.static, "", *lines]
+            # A block taller or wider than the terminal would scroll, and redrawing from
+            # the top-left corner would then stack copies instead of replacing one.
+            cols, rows = shutil.get_terminal_size()
+            block = [line[:cols] for line in [*self.static, "", *lines]]
+            if len(block) >= rows:
+                block = [*block[: max(rows - 2, 1)], "(more below; enlarge the window)"[:cols]]
             print(_HOME + "".join(line + _EOL + "\n" for line in block) + _EOS, end="", flush=True)
         else:
             print("\n" + "\n".join(lines), flush=True)
@@ -373,7 +379,8 @@ async def _refresh(store: Store, view: View) -> None:
     missing = sorted(wanted - set(view.titles) - {""})
     if missing:
         meta = await store.item_meta(missing)
-        view.titles.update((i, m.get("title", "")) for i, m in meta.items())
+        # The catalog agent may not have stored an item yet: ask again next time.
+        view.titles.update((i, m["title"]) for i, m in meta.items() if m.get("title"))
 
 
 def _stream(
@@ -501,6 +508,21 @@ def _load(args: argparse.Namespace) -> tuple[Dataset, str]:
     return ds, f"first {_n(len(ds.events))} of {_n(len(full.events))} events"
 
 
+@contextlib.contextmanager
+def _ctrl_c_blocked() -> Iterator[None]:
+    """Children started inside never see SIGINT.
+
+    A terminal's Ctrl-C goes to its whole foreground process group, the embedded broker
+    and Redis included. A signal mask survives exec, so with SIGINT blocked they stay up
+    until the demo has read its final figures and stops them itself.
+    """
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
+
+
 def run_demo(settings: Settings, args: argparse.Namespace) -> int:
     """Start what is missing, run one worker, replay a data set and watch it; 0 on success."""
     try:
@@ -515,10 +537,14 @@ def run_demo(settings: Settings, args: argparse.Namespace) -> int:
             " so expect state updates and no recommendations"
         )
     aiokafka_log = logging.getLogger("aiokafka")
-    level = aiokafka_log.level
-    # Connection chatter would scroll the dashboard away; failures surface as exceptions.
-    aiokafka_log.setLevel(logging.ERROR)
-    with EmbeddedStack(settings.kafka_bootstrap_servers, settings.redis_url) as stack:
+    stack = EmbeddedStack(settings.kafka_bootstrap_servers, settings.redis_url)
+    with contextlib.ExitStack() as cleanup:
+        cleanup.callback(aiokafka_log.setLevel, aiokafka_log.level)
+        # Connection chatter would scroll the dashboard away; failures surface as exceptions.
+        aiokafka_log.setLevel(logging.ERROR)
+        cleanup.callback(stack.stop)
+        with _ctrl_c_blocked():
+            stack.start()
         update: dict[str, Any] = {
             "kafka_bootstrap_servers": stack.bootstrap_servers,
             "redis_url": stack.redis_url,
@@ -545,16 +571,13 @@ def run_demo(settings: Settings, args: argparse.Namespace) -> int:
                 run_settings.replication_factor,
             )
         )
-        with contextlib.ExitStack() as cleanup:
-            log_dir = stack.log_dir
-            if log_dir is None:
-                log_dir = Path(cleanup.enter_context(tempfile.TemporaryDirectory(prefix="reco-")))
-            worker = Worker(run_settings, log_dir / "worker.log", args.loglevel)
-            cleanup.callback(worker.close)
-            try:
-                return asyncio.run(_run(run_settings, args, ds, worker, static))
-            except (KeyboardInterrupt, asyncio.CancelledError):
-                print("\nreco demo: interrupted", file=sys.stderr)
-                return 130
-            finally:
-                aiokafka_log.setLevel(level)
+        log_dir = stack.log_dir
+        if log_dir is None:
+            log_dir = Path(cleanup.enter_context(tempfile.TemporaryDirectory(prefix="reco-")))
+        worker = Worker(run_settings, log_dir / "worker.log", args.loglevel)
+        cleanup.callback(worker.close)
+        try:
+            return asyncio.run(_run(run_settings, args, ds, worker, static))
+        except (KeyboardInterrupt, asyncio.CancelledError):
+            print("\nreco demo: interrupted", file=sys.stderr)
+            return 130

@@ -207,7 +207,7 @@ class Processor:
                 Output(
                     s.topic_recommendations,
                     rec["user_id"].encode(),
-                    self.codec.encode("Recommendation", value),
+                    self.codec.encode("Recommendation", value, validate=False),
                 )
             )
         self.counts["recommendations"] += len(outputs)

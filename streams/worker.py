@@ -79,7 +79,11 @@ def create_app(settings: Settings, bootstrap: str, redis_url: str) -> faust.App:
     async def run(stream: faust.StreamT, pick: Callable[[Processor], Handler]) -> None:
         proc = await processor()
         handler = pick(proc)
-        async for events in stream.take_events(settings.batch_size, within=settings.batch_within_s):
+        # take_events is on faust's Stream but missing from its StreamT interface.
+        batches = stream.take_events(  # type: ignore[attr-defined]
+            settings.batch_size, within=settings.batch_within_s
+        )
+        async for events in batches:
             msgs = [
                 Message(
                     e.message.topic,

@@ -37,11 +37,13 @@ end
 
 local function bump_pair(a, b)
   local key = 'co:' .. a
-  redis.call('ZINCRBY', key, 1, b)
-  -- Trim only when far over the cap so that new pairs get a chance to grow.
-  local card = redis.call('ZCARD', key)
-  if card > 2 * cap then
-    redis.call('ZREMRANGEBYRANK', key, 0, card - cap - 1)
+  -- A set only grows when a member is new (its count is then 1), so only then can it
+  -- pass the cap; trim far over it so that new pairs get a chance to grow.
+  if tonumber(redis.call('ZINCRBY', key, 1, b)) == 1 then
+    local card = redis.call('ZCARD', key)
+    if card > 2 * cap then
+      redis.call('ZREMRANGEBYRANK', key, 0, card - cap - 1)
+    end
   end
 end
 

@@ -18,6 +18,14 @@ from streams.state.sequence import decode_sequence
 APPLIED, REDELIVERED, DUPLICATE, TOO_OLD = 1, 2, 0, 3
 
 
+def _pairs(reply: list[Any]) -> list[tuple[int, float]]:
+    """(item index, score) pairs from a WITHSCORES reply in RESP3 or RESP2 shape."""
+    if reply and isinstance(reply[0], list):
+        return [(int(m), float(sc)) for m, sc in reply]
+    it = iter(reply)
+    return [(int(m), float(sc)) for m, sc in zip(it, it, strict=True)]
+
+
 def _script(name: str) -> str:
     return resources.files("streams.state").joinpath(name).read_text()
 
@@ -116,23 +124,22 @@ class Store:
         """Co-occurrence lists of the anchors, the most popular items, and popularity
         of every item involved: two round trips whatever the batch size."""
         anchor_list = list(dict.fromkeys(anchors))
+        # Raw commands: redis-py's reply callbacks for sorted sets cost more than the
+        # round trip itself at thousands of members per batch.
         pipe = self.redis.pipeline(transaction=False)
         for a in anchor_list:
-            pipe.zrevrange(keys.cooc(a), 0, neighbours - 1, withscores=True)
-        pipe.zrevrange(keys.POPULARITY, 0, popular - 1, withscores=True)
+            pipe.execute_command("ZREVRANGE", keys.cooc(a), 0, neighbours - 1, "WITHSCORES")
+        pipe.execute_command("ZREVRANGE", keys.POPULARITY, 0, popular - 1, "WITHSCORES")
         replies = await pipe.execute()
-        lists = {
-            a: [(int(m), float(s)) for m, s in rep]
-            for a, rep in zip(anchor_list, replies[:-1], strict=True)
-        }
-        top = [(int(m), float(s)) for m, s in replies[-1]]
+        lists = {a: _pairs(rep) for a, rep in zip(anchor_list, replies[:-1], strict=True)}
+        top = _pairs(replies[-1])
         pop = dict(top)
         wanted = {a for a in anchor_list if a not in pop}
         for rep in lists.values():
             wanted.update(m for m, _ in rep if m not in pop)
         if wanted:
             order = list(wanted)
-            scores = await self.redis.zmscore(keys.POPULARITY, order)
+            scores = await self.redis.execute_command("ZMSCORE", keys.POPULARITY, *order)
             pop.update((m, float(s or 0.0)) for m, s in zip(order, scores, strict=True))
         return lists, top, pop
 
@@ -142,12 +149,13 @@ class Store:
             values = await self.redis.hmget(keys.ITEM_IDS, missing)
             for i, v in zip(missing, values, strict=True):
                 if v is not None:
-                    self._item_ids[i] = v.decode()
+                    self._item_ids[i] = v.decode() if isinstance(v, bytes) else v
         return self._item_ids
 
     async def sequence(self, uid: str) -> list[tuple[int, str]]:
         """A user's retained history as (ts seconds, item id), oldest first."""
-        arr = decode_sequence(await self.redis.get(keys.seq(uid)))
+        blob = await self.redis.get(keys.seq(uid))
+        arr = decode_sequence(blob if isinstance(blob, bytes) else None)
         names = await self.item_ids(int(i) for i in arr["item"])
         return [(int(t), names[int(i)]) for t, i in zip(arr["ts"], arr["item"], strict=True)]
 

@@ -118,3 +118,47 @@ def test_doctests(module: Any) -> None:
     result = doctest.testmod(module)
     assert result.attempted > 0
     assert result.failed == 0
+
+
+@pytest.mark.parametrize(
+    ("kind", "item_id", "value", "reason"),
+    [
+        ("wishlist_add", None, None, "wishlist_add needs an item_id"),
+        ("wishlist_remove", None, None, "wishlist_remove needs an item_id"),
+        ("subscribe", None, None, "value is missing"),
+        ("unsubscribe", None, "  ", "value must not be empty"),
+    ],
+)
+def test_preference_needs_its_subject(
+    kind: str, item_id: str | None, value: str | None, reason: str
+) -> None:
+    record = {
+        "event_id": "e",
+        "user_id": "u",
+        "kind": kind,
+        "item_id": item_id,
+        "value": value,
+        "ts": 0,
+    }
+    with pytest.raises(InvalidEventError, match=reason):
+        validate("Preference", record, now_ms=0)
+
+
+def test_preference_with_its_subject_is_valid() -> None:
+    validate(
+        "Preference",
+        {
+            "event_id": "e",
+            "user_id": "u",
+            "kind": "subscribe",
+            "item_id": None,
+            "value": "news",
+            "ts": 0,
+        },
+        now_ms=0,
+    )
+    validate(
+        "Preference",
+        {"event_id": "e", "user_id": "u", "kind": "erase", "item_id": None, "value": None, "ts": 0},
+        now_ms=0,
+    )
