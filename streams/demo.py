@@ -71,19 +71,6 @@ def malformed_purchases(codec: Codec) -> list[tuple[str, bytes]]:
     ]
 
 
-def worker_env(settings: Settings, base: dict[str, str]) -> dict[str, str]:
-    """``base`` with every setting as a RECO_* variable, plus the plain Kafka/Redis names."""
-    env = {k: v for k, v in base.items() if not k.startswith("RECO_")}
-    for name, value in settings.model_dump().items():
-        if isinstance(value, SecretStr):
-            value = value.get_secret_value()
-        if value is not None:
-            env["RECO_" + name.upper()] = str(value)
-    env["KAFKA_BOOTSTRAP_SERVERS"] = settings.kafka_bootstrap_servers or ""
-    env["REDIS_URL"] = settings.redis_url or ""
-    return env
-
-
 class Worker:
     """`reco worker` as a child in a session of its own.
 
@@ -100,7 +87,7 @@ class Worker:
         self._log = self.log_path.open("ab")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "streams.cli", "--loglevel", self.loglevel, "worker"],
-            env=worker_env(self.settings, dict(os.environ)),
+            env=self.settings.as_env(os.environ),
             stdin=subprocess.DEVNULL,
             stdout=self._log,
             stderr=subprocess.STDOUT,
@@ -148,6 +135,8 @@ class View:
     dataset: str
     follow: int
     malformed: int
+    unbounded: bool = False
+    triggers: frozenset[str] = frozenset({"purchase"})  # event kinds that get a recommendation
     started: float = field(default_factory=time.monotonic)
     published: Counter[str] = field(default_factory=Counter)
     purchases: dict[str, str] = field(default_factory=dict)  # event id -> item id
@@ -198,10 +187,14 @@ class View:
             and self.dead_letters >= self.malformed
         )
 
+    @property
+    def trigger_label(self) -> str:
+        return " and ".join(f"{k}s" for k in sorted(self.triggers))
+
     def tap(self, messages: Iterable[tuple[str, str, dict[str, Any]]]) -> Iterator[Any]:
         for kind, key, record in messages:
             self.published[kind] += 1
-            if kind == "purchase":
+            if kind in self.triggers:
                 self.purchases[record["event_id"]] = record["item_id"]
             yield kind, key, record
 
@@ -250,10 +243,12 @@ def render(v: View) -> list[str]:
         f" {_n(v.stat('duplicates'))} duplicates; {_n(v.stat('users_seen'))} users,"
         f" {_n(v.stat('items_seen'))} items)",
         f"  recommendations  {_n(v.received):>9} received"
-        f"  ({_n(len(v.recommended))} of {_n(purchases)} purchases covered{share})",
+        f"  ({_n(len(v.recommended))} of {_n(purchases)} {v.trigger_label} covered{share})",
         f"  dead letters     {v.dead_letters:>9}"
         + (f"         last: {v.last_dead}" if v.dead_letters else ""),
     ]
+    if v.unbounded and v.complete():
+        lines.append("  every event published so far is processed; Ctrl-C ends the demo")
     if v.undecodable:
         lines.append(f"  undecodable      {v.undecodable:>9} records on the output topics")
     if v.follow and v.purchases and not v.latest:
@@ -285,7 +280,7 @@ def summary(v: View, wall: float) -> list[str]:
         "summary",
         f"  events published  {_n(sum(v.published.values()))} ({_published(v)})",
         f"  events applied    {_n(v.stat('applied'))}, duplicates {_n(v.stat('duplicates'))}",
-        f"  recommendations   {_n(len(v.recommended))} for {_n(len(v.purchases))} purchases"
+        f"  recommendations   {_n(len(v.recommended))} for {_n(len(v.purchases))} {v.trigger_label}"
         f" published ({_n(v.received)} received)",
         f"  dead letters      {v.dead_letters} ({v.malformed} malformed sent)",
         *(f"    {count} x {reason[:90]}" for reason, count in sorted(v.dead.items())),
@@ -397,7 +392,13 @@ async def _run(
     settings: Settings, args: argparse.Namespace, ds: Dataset, worker: Worker, static: list[str]
 ) -> int:
     codec = Codec(settings.wire_format)
-    view = View(ds.name, max(args.users, 0), len(malformed_purchases(codec)))
+    view = View(
+        ds.name,
+        max(args.users, 0),
+        len(malformed_purchases(codec)),
+        args.unbounded,
+        frozenset({"purchase", "review"} if settings.recommend_on_reviews else {"purchase"}),
+    )
     store = Store.from_url(settings.redis_url or "")
     await store.ping()
     view.base = await store.stats()
@@ -483,6 +484,8 @@ async def _run(
             with contextlib.suppress(RedisError, OSError):
                 view.memory = await memory_per_user(store) or view.memory
         print("\n" + "\n".join([f"stopped: {outcome}", *summary(view, wall)]), flush=True)
+        if code == 1:
+            print(f"last lines of {worker.log_path}:\n{worker.tail()}", file=sys.stderr)
         return code
     finally:
         # After a Ctrl-C the broker may be gone, and clients would retry it for minutes.
@@ -508,21 +511,6 @@ def _load(args: argparse.Namespace) -> tuple[Dataset, str]:
     return ds, f"first {_n(len(ds.events))} of {_n(len(full.events))} events"
 
 
-@contextlib.contextmanager
-def _ctrl_c_blocked() -> Iterator[None]:
-    """Children started inside never see SIGINT.
-
-    A terminal's Ctrl-C goes to its whole foreground process group, the embedded broker
-    and Redis included. A signal mask survives exec, so with SIGINT blocked they stay up
-    until the demo has read its final figures and stops them itself.
-    """
-    old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
-    try:
-        yield
-    finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, old)
-
-
 def run_demo(settings: Settings, args: argparse.Namespace) -> int:
     """Start what is missing, run one worker, replay a data set and watch it; 0 on success."""
     try:
@@ -532,9 +520,10 @@ def run_demo(settings: Settings, args: argparse.Namespace) -> int:
         return 2
     static = [f"reco demo: {ds.name}, {scope} (--limit N or --unbounded to change)"]
     if not any(kind == "purchase" for kind, _ in ds.events):
+        settings = settings.model_copy(update={"recommend_on_reviews": True})
         static.append(
-            f"  note: {ds.name} has no purchases; the worker recommends after purchases only,"
-            " so expect state updates and no recommendations"
+            f"  note: {ds.name} has reviews only, so the worker recommends after each review"
+            " (RECO_RECOMMEND_ON_REVIEWS)"
         )
     aiokafka_log = logging.getLogger("aiokafka")
     stack = EmbeddedStack(settings.kafka_bootstrap_servers, settings.redis_url)
@@ -543,8 +532,7 @@ def run_demo(settings: Settings, args: argparse.Namespace) -> int:
         # Connection chatter would scroll the dashboard away; failures surface as exceptions.
         aiokafka_log.setLevel(logging.ERROR)
         cleanup.callback(stack.stop)
-        with _ctrl_c_blocked():
-            stack.start()
+        stack.start()
         update: dict[str, Any] = {
             "kafka_bootstrap_servers": stack.bootstrap_servers,
             "redis_url": stack.redis_url,

@@ -207,8 +207,14 @@ def _spawn_attempts(
         log_path = log_dir / f"{name}-{port}.log"
         log_file = log_path.open("wb")
         try:
+            # A session of its own: a terminal's Ctrl-C reaches only the owner, which
+            # then stops the child after reading what it needs from it.
             process = subprocess.Popen(
-                command(port), stdin=subprocess.DEVNULL, stdout=log_file, stderr=subprocess.STDOUT
+                command(port),
+                stdin=subprocess.DEVNULL,
+                stdout=log_file,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
             )
         except OSError as exc:
             log_file.close()

@@ -61,7 +61,8 @@ class Processor:
         self.codec = codec or Codec(settings.wire_format)
         self.pseudonym = pseudonymiser or Pseudonymiser(settings.secret_bytes())
         self.clock = clock
-        self.counts: Counter[str] = Counter()
+        self.counts: Counter[str] = Counter()  # totals of this process, for logs
+        self._unflushed: Counter[str] = Counter()  # not yet added to the shared counters
         self._schema_of = {
             settings.topic_purchases: "Purchase",
             settings.topic_reviews: "Review",
@@ -80,7 +81,7 @@ class Processor:
         return record
 
     def dead_letter(self, msg: Message, error: str, now_ms: int) -> Output:
-        self.counts["dead_letters"] += 1
+        self._count("dead_letters", 1)
         record = {
             "topic": msg.topic,
             "partition": msg.partition,
@@ -127,11 +128,14 @@ class Processor:
             for msg, rec in good
         ]
         result = await self.store.apply(batch)
-        self.counts["applied"] += result.statuses.count(APPLIED)
-        self.counts["duplicates"] += len(batch) - result.statuses.count(APPLIED)
+        self._count("applied", result.statuses.count(APPLIED))
+        self._count("duplicates", len(batch) - result.statuses.count(APPLIED))
 
+        triggers = {self.settings.topic_purchases}
+        if self.settings.recommend_on_reviews:
+            triggers.add(self.settings.topic_reviews)
         wanted = [
-            msg.topic == self.settings.topic_purchases and status in (APPLIED, REDELIVERED)
+            msg.topic in triggers and status in (APPLIED, REDELIVERED)
             for (msg, _), status in zip(good, result.statuses, strict=True)
         ]
         if any(wanted):
@@ -210,7 +214,7 @@ class Processor:
                     self.codec.encode("Recommendation", value, validate=False),
                 )
             )
-        self.counts["recommendations"] += len(outputs)
+        self._count("recommendations", len(outputs))
         return outputs
 
     @staticmethod
@@ -224,7 +228,7 @@ class Processor:
         good = self._accept(msgs, out)
         if good:
             changed = await self.store.put_products([rec for _, rec in good])
-            self.counts["products"] += sum(changed)
+            self._count("products", sum(changed))
         await self._flush_counts()
         return out
 
@@ -243,18 +247,29 @@ class Processor:
                 for _, rec in good
             ]
             await self.store.apply_preferences(prefs)
-            self.counts["preferences"] += len(prefs)
-            self.counts["erasures"] += sum(1 for p in prefs if p.kind == "erase")
+            self._count("preferences", len(prefs))
+            self._count("erasures", sum(1 for p in prefs if p.kind == "erase"))
         await self._flush_counts()
         return out
 
     async def _flush_counts(self) -> None:
         # Shared counters let the demo and ops tools see every worker's totals.
-        pending = {k: v for k, v in self.counts.items() if k in _SHARED and v}
-        if pending:
+        # Agents share this processor and interleave at every await: take the pending
+        # counts and zero them before awaiting, so no increment is lost or sent twice.
+        pending = {k: self._unflushed[k] for k in _SHARED if self._unflushed[k]}
+        if not pending:
+            return
+        self._unflushed.subtract(pending)
+        try:
             await self.store.incr_stats(pending)
-            for k in pending:
-                self.counts[k] = 0
+        except BaseException:
+            self._unflushed.update(pending)
+            raise
+
+    def _count(self, name: str, n: int = 1) -> None:
+        self.counts[name] += n
+        if name in _SHARED:
+            self._unflushed[name] += n
 
 
 _SHARED = frozenset({"dead_letters", "recommendations", "products", "preferences", "erasures"})

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Literal
 
 from pydantic import AliasChoices, Field, SecretStr
@@ -53,6 +54,9 @@ class Settings(BaseSettings):
     cooc_neighbours: int = Field(20, ge=1, le=1000)
     cooc_anchors: int = Field(3, ge=1, le=50)
     max_future_ms: int = Field(86_400_000, ge=0)
+    # Reviews update sequences either way; a shop whose only signal is ratings (or a
+    # data set like MovieLens) also wants a recommendation after each review.
+    recommend_on_reviews: bool = False
 
     batch_size: int = Field(2000, ge=1)
     batch_within_s: float = Field(0.02, gt=0)
@@ -77,6 +81,19 @@ class Settings(BaseSettings):
             self.topic_dead_letter,
         ]
         return {name: self.partitions for name in names}
+
+    def as_env(self, base: Mapping[str, str]) -> dict[str, str]:
+        """``base`` (e.g. os.environ) with every setting as a RECO_* variable, plus the
+        plain Kafka/Redis names: the environment of a child worker with these settings."""
+        env = {k: v for k, v in base.items() if not k.startswith(PREFIX)}
+        for name, value in self.model_dump().items():
+            if isinstance(value, SecretStr):
+                value = value.get_secret_value()
+            if value is not None:
+                env[PREFIX + name.upper()] = str(value)
+        env["KAFKA_BOOTSTRAP_SERVERS"] = self.kafka_bootstrap_servers or ""
+        env["REDIS_URL"] = self.redis_url or ""
+        return env
 
     def secret_bytes(self) -> bytes:
         from schemas.errors import ConfigError

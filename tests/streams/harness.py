@@ -60,19 +60,6 @@ def make_settings(bootstrap: str, redis_url: str, **overrides: Any) -> Settings:
     return s
 
 
-def worker_env(s: Settings) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("RECO_")}
-    for name, value in s.model_dump().items():
-        if value is None:
-            continue
-        if name == "pseudonym_secret":
-            value = s.secret_bytes().decode()
-        env["RECO_" + name.upper()] = str(value)
-    env["KAFKA_BOOTSTRAP_SERVERS"] = s.kafka_bootstrap_servers or ""
-    env["REDIS_URL"] = s.redis_url or ""
-    return env
-
-
 class Worker:
     """`reco worker` in a subprocess, as it runs in production."""
 
@@ -80,8 +67,8 @@ class Worker:
         self.log_path = log
         self._log = open(log, "ab")  # noqa: SIM115 - closed in stop()
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "streams.cli", "--loglevel", "warning", "worker"],
-            env=worker_env(settings),
+            [sys.executable, "-m", "streams.cli", "--loglevel", "info", "worker"],
+            env=settings.as_env(os.environ),
             cwd=ROOT,
             stdout=self._log,
             stderr=subprocess.STDOUT,
@@ -161,7 +148,9 @@ def wait_for(
         if worker is not None:
             worker.assert_alive()
         time.sleep(0.25)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+    raise AssertionError(
+        f"timed out after {timeout}s waiting for {what}; last check: {predicate()}"
+    )
 
 
 def stat(client: redis.Redis, name: str) -> int:

@@ -327,7 +327,12 @@ def test_catalog_preferences_and_erasure(
     uid = Pseudonymiser(s.secret_bytes())(user)
     try:
         wait_for(lambda: stat(redis_client, "preferences") == len(prefs), 90, "prefs", worker)
-        wait_for(lambda: stat(redis_client, "products") == len(ds.products), 30, "catalog")
+        wait_for(
+            lambda: stat(redis_client, "products") == len(ds.products),
+            30,
+            "catalog",
+            worker,
+        )
         meta = redis_client.hgetall("item:i0")
         assert meta[b"title"] == ds.products[0]["title"].encode()
         assert meta[b"category"] == "/".join(ds.products[0]["category"]).encode()
