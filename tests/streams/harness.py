@@ -108,7 +108,13 @@ def publish_raw(s: Settings, topic: str, items: Iterable[tuple[bytes, bytes]]) -
     return len(msgs)
 
 
-async def _consume(bootstrap: str, topic: str, count: int, timeout: float) -> list[Any]:
+async def _consume(
+    bootstrap: str,
+    topic: str,
+    count: int,
+    timeout: float,
+    until: Callable[[list[Any]], bool] | None = None,
+) -> list[Any]:
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
     await consumer.start()
     out: list[Any] = []
@@ -124,7 +130,8 @@ async def _consume(bootstrap: str, topic: str, count: int, timeout: float) -> li
         consumer.assign(tps)
         await consumer.seek_to_beginning(*tps)
         deadline = time.monotonic() + timeout
-        while len(out) < count and time.monotonic() < deadline:
+        done = until or (lambda records: len(records) >= count)
+        while not done(out) and time.monotonic() < deadline:
             batch = await consumer.getmany(timeout_ms=500, max_records=5000)
             for records in batch.values():
                 out.extend(records)
@@ -133,9 +140,16 @@ async def _consume(bootstrap: str, topic: str, count: int, timeout: float) -> li
     return out
 
 
-def consume(s: Settings, topic: str, count: int, timeout: float = 120) -> list[Any]:
-    """Every record of a topic from the beginning, stopping once ``count`` are read."""
-    return list(run(_consume(s.kafka_bootstrap_servers or "", topic, count, timeout)))
+def consume(
+    s: Settings,
+    topic: str,
+    count: int,
+    timeout: float = 120,
+    until: Callable[[list[Any]], bool] | None = None,
+) -> list[Any]:
+    """Records of a topic from the beginning, until ``count`` are read (or ``until``
+    says the records read so far are enough)."""
+    return list(run(_consume(s.kafka_bootstrap_servers or "", topic, count, timeout, until)))
 
 
 def wait_for(
