@@ -16,26 +16,22 @@ subprocess start (start-up and group join included).
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 import json
+import os
 import shutil
 import sys
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-from aiokafka import AIOKafkaProducer
-
+from bench.clock import JOIN_TIMEOUT_S, STALL_TIMEOUT_S, GroupProgress, OutputClock
 from bench.common import (
     Child,
     Encoded,
-    OutputClock,
-    child_env,
     create_topics,
     encode,
     forget_faust_dir,
@@ -46,6 +42,7 @@ from bench.common import (
     tag,
     worker_command,
 )
+from bench.latency import PROBES, LatencyOptions, latency
 from bench.memory import redis_memory
 from bench.profile import profile_worker, py_spy
 from models.datasets import available, generate, load, truncate
@@ -58,19 +55,15 @@ TARGET_EVENTS_PER_S = 4000
 TARGET_P99_MS = 50.0
 TARGET_BYTES_PER_USER = 1024
 
-JOIN_TIMEOUT_S = 120.0
-STALL_TIMEOUT_S = 60.0
-
 
 @dataclass(frozen=True)
 class Options:
     events: int = 100_000
-    latency_rate: float = 1000.0
-    latency_seconds: float = 30.0
-    warmup_seconds: float = 5.0
+    latency: LatencyOptions = field(default_factory=LatencyOptions)
     memory_users: int = 2000
     memory_events_per_user: int = 50
-    profile_seconds: float = 20.0
+    profile_seconds: float = 15.0
+    profile: bool = False  # also when (c) meets its target
 
 
 def log(msg: str) -> None:
@@ -83,29 +76,43 @@ def purchases(n: int) -> tuple[str, list[dict[str, Any]]]:
         ds = load("online_retail", limit=n)
     else:
         ds = truncate(generate(n_users=max(100, n // 15), n_items=3000), n)
-    records = [rec for kind, rec in ds.events if kind == "purchase"]
+    return ds.name, [rec for kind, rec in ds.events if kind == "purchase"]
+
+
+def describe(name: str, records: list[dict[str, Any]]) -> str:
     users = len({r["user_id"] for r in records})
     items = len({r["item_id"] for r in records})
-    label = f"{ds.name}: first {len(records):,} purchases, {users:,} users, {items:,} items"
-    return label, records
+    return f"{name}: first {len(records):,} purchases, {users:,} users, {items:,} items"
 
 
 async def _through(
     s: Settings, events: Encoded, args: list[str], log_path: Path, prefix: str
 ) -> tuple[dict[str, float], Child]:
-    """Publish, start ``args``, time the output topic until every event came out."""
+    """Publish, start ``args``, time the output topic until every input event is acked.
+
+    A worker may rightly emit nothing for some events, so the end is when its group
+    has committed every input offset and the output topic has gone quiet.
+    """
     await create_topics(s)
     rate = await prepublish(s, events)
     n = len(events)
-    async with OutputClock(s.kafka_bootstrap_servers or "", s.topic_recommendations) as clock:
-        child = Child(args, child_env(s), log_path)
+    bootstrap = s.kafka_bootstrap_servers or ""
+    async with (
+        OutputClock(bootstrap, s.topic_recommendations) as clock,
+        GroupProgress(bootstrap, s.app_id, s.topic_purchases, s.partitions) as group,
+    ):
+        child = Child(args, s.as_env(os.environ), log_path)
         try:
             done = await clock.wait_for(
-                n, join_timeout=JOIN_TIMEOUT_S, stall_timeout=STALL_TIMEOUT_S, check=child.check
+                n,
+                join_timeout=JOIN_TIMEOUT_S,
+                stall_timeout=STALL_TIMEOUT_S,
+                check=child.check,
+                finished=group.reached(n),
             )
             if not done:
                 raise RuntimeError(
-                    f"{prefix}: {clock.count:,} of {n:,} records came out; log:\n{child.tail()}"
+                    f"{prefix}: {clock.count:,} records out for {n:,} in; log:\n{child.tail()}"
                 )
         except BaseException:
             child.stop()
@@ -115,6 +122,7 @@ async def _through(
         f"{prefix}_events_per_s": clock.rate_first_to_last(),
         f"{prefix}_events_per_s_from_start": n / (clock.last - child.started),
         f"{prefix}_join_s": clock.first - child.started,
+        f"{prefix}_output_records": clock.count,
         f"{prefix}_publish_events_per_s": rate,
     }
     return figures, child
@@ -153,105 +161,19 @@ async def full_path(base: Settings, events: Encoded, logs: Path) -> dict[str, fl
     return figures
 
 
-async def latency(
-    base: Settings, records: list[dict[str, Any]], opts: Options, logs: Path
-) -> dict[str, Any]:
-    """A fresh worker fed at ``opts.latency_rate``; latency per event via cause_event_id."""
-    s = fresh_settings(base, tag("latency"))
-    codec = Codec(s.wire_format)
-    await create_topics(s)
-    total = int(opts.latency_rate * (opts.warmup_seconds + opts.latency_seconds))
-    if total + 100 > len(records):
-        raise ValueError(f"latency run needs {total + 100} purchases, have {len(records)}")
-    probes = encode([{**r, "event_id": f"probe-{r['event_id']}"} for r in records[-100:]], codec)
-    events = encode(records[:total], codec)
-
-    # The worker stamps each recommendation (wall clock, ms) when it builds it, which
-    # splits the latency into input side + processing, and output side.
-    stamped: dict[str, int] = {}
-
-    def cause(value: bytes) -> str:
-        rec = codec.decode("Recommendation", value)
-        stamped[rec["cause_event_id"]] = rec["ts"]
-        return str(rec["cause_event_id"])
-
-    bootstrap = s.kafka_bootstrap_servers or ""
-    producer = AIOKafkaProducer(
-        bootstrap_servers=bootstrap, linger_ms=5, max_batch_size=256 * 1024, acks="all"
-    )
-    await producer.start()
-    sent: dict[str, float] = {}
-    sent_wall_ms: dict[str, float] = {}
-    try:
-        async with OutputClock(bootstrap, s.topic_recommendations, cause) as clock:
-            with Child(worker_command(), child_env(s), logs / "latency-worker.log") as child:
-                # Probes until the first recommendation: the worker has joined its group.
-                for _, key, value in probes:
-                    await producer.send_and_wait(s.topic_purchases, value, key=key)
-                    joined = await clock.wait_for(
-                        1, join_timeout=0.5, stall_timeout=1, check=child.check
-                    )
-                    if joined:
-                        break
-                else:
-                    raise RuntimeError(f"latency worker did not join; log:\n{child.tail()}")
-                join_s = (clock.first or 0.0) - child.started
-                start, pending = time.perf_counter(), []
-                for i, (event_id, key, value) in enumerate(events):
-                    ahead = start + i / opts.latency_rate - time.perf_counter()
-                    if ahead > 0:
-                        await asyncio.sleep(ahead)
-                    sent[event_id] = time.perf_counter()
-                    sent_wall_ms[event_id] = time.time() * 1000
-                    pending.append(await producer.send(s.topic_purchases, value, key=key))
-                await asyncio.gather(*pending)
-                sent_for = time.perf_counter() - start
-                measured = [e for e, t in sent.items() if t >= start + opts.warmup_seconds]
-                deadline = time.perf_counter() + STALL_TIMEOUT_S
-                while time.perf_counter() < deadline and any(
-                    e not in clock.arrivals for e in measured[-1000:]
-                ):
-                    child.check()
-                    await asyncio.sleep(0.1)
-                arrivals = dict(clock.arrivals)
-    finally:
-        await producer.stop()
-        forget_faust_dir(s)
-
-    got = [e for e in measured if e in arrivals]
-    if not got:
-        raise RuntimeError("no recommendation arrived for the measured events")
-    lat_ms = np.array([(arrivals[e] - sent[e]) * 1000 for e in got])
-    to_stamp_ms = np.array([stamped[e] - sent_wall_ms[e] for e in got])
-    return {
-        "d_offered_events_per_s": opts.latency_rate,
-        "d_sent_events_per_s": len(events) / sent_for,
-        "d_warmup_s": opts.warmup_seconds,
-        "d_measured_s": opts.latency_seconds,
-        "d_measured_events": len(measured),
-        "d_missing_recommendations": len(measured) - int(lat_ms.size),
-        "d_join_s": join_s,
-        "d_latency_p50_ms": float(np.percentile(lat_ms, 50)),
-        "d_latency_p90_ms": float(np.percentile(lat_ms, 90)),
-        "d_latency_p99_ms": float(np.percentile(lat_ms, 99)),
-        "d_latency_max_ms": float(lat_ms.max()),
-        "d_produce_to_worker_stamp_p50_ms": float(np.percentile(to_stamp_ms, 50)),
-        "d_produce_to_worker_stamp_p99_ms": float(np.percentile(to_stamp_ms, 99)),
-    }
-
-
 async def run(opts: Options | None = None, results_dir: Path | None = None) -> dict[str, Any]:
     opts = opts or Options()
     base = settings_from_env()
-    need = max(opts.events, int(opts.latency_rate * (opts.latency_seconds + opts.warmup_seconds)))
-    dataset, records = purchases(need + 100)
+    name, records = purchases(max(opts.events, opts.latency.events) + PROBES)
     logs = Path(tempfile.mkdtemp(prefix="reco-bench-"))
-    out: dict[str, Any] = {"dataset": dataset}
+    out: dict[str, Any] = {"dataset": describe(name, records[: opts.events])}
     async with EmbeddedStack(base.kafka_bootstrap_servers, base.redis_url) as stack:
         located = {"kafka_bootstrap_servers": stack.bootstrap_servers, "redis_url": stack.redis_url}
         base = base.model_copy(update=located)
         out["date"] = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
         out["machine"] = await machine(stack)
+        # Anything else running on a small machine moves every figure here.
+        out["load_average_1m_at_start"] = os.getloadavg()[0]
         out["events"] = opts.events
         out["partitions"] = base.partitions
         out["batch_size"] = base.batch_size
@@ -273,7 +195,7 @@ async def run(opts: Options | None = None, results_dir: Path | None = None) -> d
             ("(a) raw aiokafka passthrough", lambda: raw_ceiling(base, events, logs)),
             ("(b) Faust forwarding agent", lambda: faust_ceiling(base, events, logs)),
             ("(c) reco worker", lambda: full_path(base, events, logs)),
-            ("(d) latency", lambda: latency(base, records, opts, logs)),
+            ("(d) latency", lambda: latency(base, records, opts.latency, logs)),
         ]
         for label, step in steps:
             began = time.perf_counter()
@@ -291,12 +213,14 @@ async def run(opts: Options | None = None, results_dir: Path | None = None) -> d
         out["target_e_bytes_per_user"] = TARGET_BYTES_PER_USER
         out["target_e_met"] = out["e_redis_bytes_per_user_max"] <= TARGET_BYTES_PER_USER
 
-        if not out["target_c_met"]:
+        out["load_average_1m_at_end"] = os.getloadavg()[0]
+
+        if opts.profile or not out["target_c_met"]:
             tool = py_spy()
             if tool is None:
                 out["profile"] = "skipped: py-spy is not installed (pip install py-spy)"
             else:
-                log("(c) under target: profiling a worker with py-spy ...")
+                log("profiling a worker with py-spy ...")
                 where = (results_dir or logs) / f"{NAME}-profile.txt"
                 out.update(
                     await profile_worker(tool, base, events, opts.profile_seconds, logs, where)
@@ -346,6 +270,12 @@ def markdown(r: dict[str, Any]) -> str:
             met(r["target_d_met"]),
         ),
         ("(d) latency max, ms", f"{r['d_latency_max_ms']:.1f}", "", ""),
+        (
+            "(d) of which produce to the worker's stamp on its output, p50 / p99, ms",
+            f"{r['d_produce_to_worker_stamp_p50_ms']:.1f} / "
+            f"{r['d_produce_to_worker_stamp_p99_ms']:.1f}",
+            "", "",
+        ),
         (
             f"(e) Redis bytes per user, {r['e_events_per_user']}-event history (mean / max)",
             f"{r['e_redis_bytes_per_user_mean']:.0f} / {r['e_redis_bytes_per_user_max']}",

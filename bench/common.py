@@ -1,8 +1,7 @@
-"""What every benchmark needs: isolated settings, child processes, an output-topic clock."""
+"""What every benchmark needs: isolated settings, child processes, input, a machine line."""
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import os
 import platform
@@ -14,15 +13,16 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import IO, Any, Self
+from urllib.parse import urlsplit
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
 from pydantic import SecretStr
 from redis import asyncio as aioredis
 
 from schemas.codec import Codec
+from schemas.errors import RecommenderError
 from streams.embedded import EmbeddedStack
 from streams.replay import publish
 from streams.settings import Settings
@@ -42,10 +42,6 @@ TOPIC_FIELDS = (
     "model_updates",
     "dead_letter",
 )
-
-# Tansu answers a fetch only when its max-wait expires, even with data waiting, so the
-# measuring consumer asks with a short one to add at most this much to what it measures.
-PROBE_FETCH_WAIT_MS = 10
 
 
 def settings_from_env() -> Settings:
@@ -68,18 +64,20 @@ def fresh_settings(base: Settings, tag: str) -> Settings:
     return base.model_copy(update=update)
 
 
-async def create_topics(settings: Settings, *names: str) -> None:
-    wanted = settings.topic_partitions()
-    if names:
-        wanted = {n: settings.partitions for n in names}
-    await ensure_topics(settings.kafka_bootstrap_servers or "", wanted, settings.replication_factor)
+def tag(kind: str) -> str:
+    return f"{kind}-{uuid.uuid4().hex[:8]}"
+
+
+async def create_topics(settings: Settings) -> None:
+    """Every topic of ``settings``, as a worker would create them before it starts."""
+    await ensure_topics(
+        settings.kafka_bootstrap_servers or "",
+        settings.topic_partitions(),
+        settings.replication_factor,
+    )
 
 
 Encoded = list[tuple[str, bytes, bytes]]  # event id, key, Avro value
-
-
-def tag(kind: str) -> str:
-    return f"{kind}-{uuid.uuid4().hex[:8]}"
 
 
 def encode(records: list[dict[str, Any]], codec: Codec) -> Encoded:
@@ -100,22 +98,6 @@ async def prepublish(s: Settings, events: Encoded) -> float:
 def forget_faust_dir(s: Settings) -> None:
     """Remove the data directory create_app made for this run's app id."""
     shutil.rmtree(Path(tempfile.gettempdir()) / "reco-faust" / s.app_id, ignore_errors=True)
-
-
-def child_env(settings: Settings) -> dict[str, str]:
-    """The environment a worker started with ``settings`` reads them back from."""
-    env = dict(os.environ)
-    env["KAFKA_BOOTSTRAP_SERVERS"] = settings.kafka_bootstrap_servers or ""
-    env["REDIS_URL"] = settings.redis_url or ""
-    # The unprefixed names above would lose to prefixed ones inherited from the caller.
-    env.pop("RECO_KAFKA_BOOTSTRAP_SERVERS", None)
-    env.pop("RECO_REDIS_URL", None)
-    env["RECO_APP_ID"] = settings.app_id
-    if settings.pseudonym_secret is not None:
-        env["RECO_PSEUDONYM_SECRET"] = settings.pseudonym_secret.get_secret_value()
-    for t in TOPIC_FIELDS:
-        env[f"RECO_TOPIC_{t.upper()}"] = getattr(settings, f"topic_{t}")
-    return env
 
 
 class Child:
@@ -168,102 +150,6 @@ def worker_command() -> list[str]:
     return [sys.executable, "-m", "streams.cli", "worker"]
 
 
-class OutputClock:
-    """Reads a topic from its beginning in the background and notes when records arrive.
-
-    ``decode`` maps a record value to an id; arrival times are then kept per id.
-    """
-
-    def __init__(
-        self, bootstrap: str, topic: str, decode: Callable[[bytes], str] | None = None
-    ) -> None:
-        self.topic = topic
-        self.decode = decode
-        self.count = 0
-        self.first: float | None = None
-        self.first_batch = 0
-        self.last: float | None = None
-        self.arrivals: dict[str, float] = {}
-        self._consumer = AIOKafkaConsumer(
-            bootstrap_servers=bootstrap,
-            enable_auto_commit=False,
-            fetch_max_wait_ms=PROBE_FETCH_WAIT_MS,
-        )
-        self._task: asyncio.Task[None] | None = None
-
-    async def __aenter__(self) -> Self:
-        await self._consumer.start()
-        parts = self._consumer.partitions_for_topic(self.topic) or set()
-        for _ in range(100):
-            if parts:
-                break
-            await asyncio.sleep(0.1)
-            await self._consumer._client.force_metadata_update()
-            parts = self._consumer.partitions_for_topic(self.topic) or set()
-        if not parts:
-            await self._consumer.stop()
-            raise RuntimeError(f"topic {self.topic} has no partitions")
-        tps = [TopicPartition(self.topic, p) for p in sorted(parts)]
-        self._consumer.assign(tps)
-        await self._consumer.seek_to_beginning(*tps)
-        self._task = asyncio.create_task(self._read())
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-        await self._consumer.stop()
-
-    async def _read(self) -> None:
-        while True:
-            batch = await self._consumer.getmany(timeout_ms=100, max_records=10_000)
-            now = time.perf_counter()
-            n = sum(len(records) for records in batch.values())
-            if not n:
-                continue
-            if self.first is None:
-                self.first, self.first_batch = now, n
-            self.last = now
-            self.count += n
-            if self.decode is not None:
-                for records in batch.values():
-                    for r in records:
-                        self.arrivals[self.decode(r.value)] = now
-
-    async def wait_for(
-        self,
-        count: int,
-        *,
-        join_timeout: float,
-        stall_timeout: float,
-        check: Callable[[], None] = lambda: None,
-    ) -> bool:
-        """Until ``count`` records arrived; False when the first one or progress stalls."""
-        start = time.perf_counter()
-        seen, progress = self.count, start
-        while self.count < count:
-            if self._task is not None and self._task.done():
-                self._task.result()
-            check()
-            await asyncio.sleep(0.05)
-            now = time.perf_counter()
-            if self.count != seen:
-                seen, progress = self.count, now
-            if self.first is None and now - start > join_timeout:
-                return False
-            if self.first is not None and now - progress > stall_timeout:
-                return False
-        return True
-
-    def rate_first_to_last(self) -> float:
-        """Records after the first fetch over the time from first to last fetch."""
-        if self.first is None or self.last is None or self.last <= self.first:
-            return 0.0
-        return (self.count - self.first_batch) / (self.last - self.first)
-
-
 def cpu_description() -> str:
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     model = platform.processor() or platform.machine()
@@ -282,7 +168,7 @@ def tansu_version() -> str | None:
         out = subprocess.run(
             [tansu_binary(), "--version"], capture_output=True, text=True, timeout=10
         ).stdout.split()
-    except (OSError, subprocess.SubprocessError, RuntimeError):
+    except (OSError, subprocess.SubprocessError, RecommenderError):
         return None
     return out[-1] if out else None
 
@@ -298,5 +184,7 @@ async def machine(stack: EmbeddedStack) -> str:
         info = await client.info("server")
     finally:
         await client.aclose()
-    where = "embedded" if stack.redis is not None else f"at {stack.redis_url}"
+    url = urlsplit(stack.redis_url)
+    # Host and port only: a Redis URL may carry a password.
+    where = "embedded" if stack.redis is not None else f"at {url.hostname}:{url.port or 6379}"
     return f"{cpu_description()}, {broker}, redis {info.get('redis_version', '?')} {where}"

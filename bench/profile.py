@@ -3,17 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import shutil
 import sys
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from bench.clock import JOIN_TIMEOUT_S, STALL_TIMEOUT_S, OutputClock
 from bench.common import (
+    ROOT,
     Child,
     Encoded,
-    OutputClock,
-    child_env,
     create_topics,
     forget_faust_dir,
     fresh_settings,
@@ -56,6 +57,11 @@ def package(frame: str) -> str:
     return "other (stdlib, C)"
 
 
+def _entry_point(frame: str) -> bool:
+    """Frames every sample of a worker passes through, which say nothing."""
+    return "streams/cli.py" in frame or frame.startswith("run_worker ")
+
+
 def summarise(raw: str, seconds: float) -> tuple[str, dict[str, float]]:
     """Self time per package and per function, inclusive time of our own functions."""
     leaf: Counter[str] = Counter()
@@ -72,7 +78,7 @@ def summarise(raw: str, seconds: float) -> tuple[str, dict[str, float]]:
         leaf[frames[-1]] += n
         by_package[package(frames[-1])] += n
         for frame in set(frames):
-            if package(frame).endswith("(ours)"):
+            if package(frame).endswith("(ours)") and not _entry_point(frame):
                 inclusive[frame] += n
     if not total:
         return "no samples\n", {}
@@ -111,15 +117,17 @@ async def profile_worker(
     raw = logs / "worker.pyspy"
     try:
         async with OutputClock(s.kafka_bootstrap_servers or "", s.topic_recommendations) as clock:
-            with Child(worker_command(), child_env(s), logs / "profile-worker.log") as child:
+            with Child(
+                worker_command(), s.as_env(os.environ), logs / "profile-worker.log"
+            ) as child:
                 started = await clock.wait_for(
-                    1, join_timeout=120, stall_timeout=60, check=child.check
+                    1, join_timeout=JOIN_TIMEOUT_S, stall_timeout=STALL_TIMEOUT_S, check=child.check
                 )
                 if not started:
                     raise RuntimeError(f"worker did not start; log:\n{child.tail()}")
                 spy = await asyncio.create_subprocess_exec(
                     tool, "record", "--pid", str(child.pid), "--duration", str(int(seconds)),
-                    "--rate", str(RATE_HZ), "--format", "raw", "--nolineno", "--function",
+                    "--rate", str(RATE_HZ), "--format", "raw", "--nolineno",
                     "--nonblocking", "--output", str(raw),
                     stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
                 )  # fmt: skip
@@ -134,4 +142,5 @@ async def profile_worker(
         text = "warning: the worker ran out of input before sampling ended\n" + text
     where.parent.mkdir(parents=True, exist_ok=True)
     where.write_text(text)
-    return {"profile": str(where), **figures}
+    shown = where.relative_to(ROOT) if where.is_relative_to(ROOT) else where
+    return {"profile": str(shown), **figures}

@@ -32,6 +32,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--latency-seconds", type=float, default=None, help="backbone: measured latency window"
     )
     parser.add_argument(
+        "--profile",
+        action="store_true",
+        help="backbone: profile a worker with py-spy even when (c) meets its target",
+    )
+    parser.add_argument(
         "--results",
         type=Path,
         default=RESULTS,
@@ -48,7 +53,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             if args.events is not None:
                 opts = replace(opts, events=args.events)
             if args.latency_seconds is not None:
-                opts = replace(opts, latency_seconds=args.latency_seconds)
+                opts = replace(opts, latency=replace(opts.latency, seconds=args.latency_seconds))
+            opts = replace(opts, profile=args.profile)
             results = asyncio.run(backbone.run(opts, args.results))
             table = backbone.markdown(results)
         args.results.mkdir(parents=True, exist_ok=True)

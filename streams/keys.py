@@ -3,8 +3,8 @@
 Per-user keys carry the pseudonym in a ``{hash tag}`` so that on Redis Cluster all keys
 of one user live in one slot and the per-user Lua step stays single-slot.
 
->>> user_keys("ab12")
-('u:{ab12}:seq', 'u:{ab12}:prefs', 'u:{ab12}:wish', 'u:{ab12}:subs', 'u:{ab12}:seg')
+>>> user_keys("ab12")[:3]
+('u:{ab12}:seq', 'u:{ab12}:edge', 'u:{ab12}:prefs')
 >>> seq("ab12"), item_meta("85123A"), cooc(17)
 ('u:{ab12}:seq', 'item:85123A', 'co:17')
 """
@@ -43,9 +43,14 @@ def segment(uid: str) -> str:
     return f"u:{{{uid}}}:seg"
 
 
+def edge(uid: str) -> str:
+    """Hashes of evicted events in the second of the oldest kept one (see the Lua step)."""
+    return f"u:{{{uid}}}:edge"
+
+
 def user_keys(uid: str) -> tuple[str, ...]:
     """All keys that hold data of one user: what an erasure deletes."""
-    return (seq(uid), prefs(uid), wishlist(uid), subscriptions(uid), segment(uid))
+    return (seq(uid), edge(uid), prefs(uid), wishlist(uid), subscriptions(uid), segment(uid))
 
 
 def item_meta(item_id: str) -> str:

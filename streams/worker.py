@@ -7,8 +7,10 @@ import logging
 import tempfile
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import faust
+from faust.transport.drivers import aiokafka as faust_kafka
 from redis.exceptions import RedisError
 
 from schemas.errors import ConfigError, ServiceError
@@ -26,11 +28,38 @@ _TRANSIENT = (RedisError, OSError, ServiceError, asyncio.TimeoutError)
 _MAX_BACKOFF_S = 5.0
 
 
+class _ConsumerThread(faust_kafka.AIOKafkaConsumerThread):
+    def _create_worker_consumer(self, transport: faust_kafka.Transport) -> Any:
+        consumer = super()._create_worker_consumer(transport)
+        # Faust hard-codes 1.5 s. A broker that holds a fetch for part of that wait even
+        # when records arrive (Tansu does) would add it to every event's latency.
+        consumer._fetch_max_wait_ms = self.app.fetch_max_wait_ms  # type: ignore[attr-defined]
+        return consumer
+
+
+class _Consumer(faust_kafka.Consumer):
+    def _new_consumer_thread(self) -> faust_kafka.AIOKafkaConsumerThread:
+        return _ConsumerThread(self, loop=self.loop, beacon=self.beacon)
+
+
+class _Transport(faust_kafka.Transport):
+    Consumer = _Consumer
+
+
+class _App(faust.App):
+    """faust.App whose Kafka consumer waits at most ``fetch_max_wait_ms`` per fetch."""
+
+    fetch_max_wait_ms = 1500
+
+    def _new_transport(self) -> Any:
+        return _Transport(self.conf.broker_consumer, self)
+
+
 def create_app(settings: Settings, bootstrap: str, redis_url: str) -> faust.App:
     """Build the worker app; topics must already exist (see streams.topics)."""
     datadir = Path(tempfile.gettempdir()) / "reco-faust" / settings.app_id
     datadir.parent.mkdir(parents=True, exist_ok=True)
-    app = faust.App(
+    app = _App(
         settings.app_id,
         broker=f"kafka://{bootstrap}",
         key_serializer="raw",
@@ -49,6 +78,7 @@ def create_app(settings: Settings, bootstrap: str, redis_url: str) -> faust.App:
         store="memory://",
         datadir=str(datadir),
     )
+    app.fetch_max_wait_ms = settings.fetch_max_wait_ms
     state: dict[str, Processor] = {}
     lock = asyncio.Lock()
 

@@ -10,18 +10,26 @@
 --   ts (uint32 BE seconds) | item index (uint32 BE) | event hash (6 bytes)
 -- which keeps a 50-event history under 1 KB of Redis.
 --
+-- Once a history is full, an event older than its oldest entry is outside the window
+-- and changes nothing. An event in the same second as the oldest entry may be new (a
+-- large invoice stamped with one second) or one this history evicted; the hashes of
+-- evicted events of that second are kept in 'u:{uid}:edge' (4-byte second, then
+-- 6-byte hashes) to tell the two apart.
+--
 -- Returns {statuses, item indexes, pseudonyms touched, their sequences before the batch};
 -- status 1 applied, 2 duplicate redelivered at an offset already applied (its
 -- recommendation may not have been delivered), 0 duplicate of an applied event seen
--- at a new offset, 3 not newer than the whole (full) retained history: no change.
+-- at a new offset, 3 older than the whole (full) retained history: no change.
 
 local ENTRY = 14
+local EDGE_CAP = 4096
 local maxlen = tonumber(ARGV[1])
 local window = tonumber(ARGV[2])
 local cap = tonumber(ARGV[3])
 local n = tonumber(ARGV[4])
 
 local blobs, before, order, dirty = {}, {}, {}, {}
+local edges, edge_dirty = {}, {}
 local highs, highs_dirty = {}, {}
 local statuses, idxs = {}, {}
 local applied, dups, stale = 0, 0, 0
@@ -57,6 +65,47 @@ local function find_hash(blob, h)
   end
 end
 
+local function load_edge(uid)
+  local edge = edges[uid]
+  if edge == nil then
+    edge = redis.call('GET', 'u:{' .. uid .. '}:edge') or ''
+    edges[uid] = edge
+  end
+  return edge
+end
+
+local function edge_has(edge, ts, h)
+  if #edge < 4 or struct.unpack('>I4', edge, 1) ~= ts then return false end
+  local pos = 5
+  while true do
+    local p = string.find(edge, h, pos, true)
+    if not p then return false end
+    if (p - 5) % 6 == 0 then return true end
+    pos = p + 1
+  end
+end
+
+-- Drops the oldest entries past maxlen, remembering those of the new oldest second.
+local function trim(uid, blob)
+  local cut = #blob - maxlen * ENTRY
+  if cut <= 0 then return blob end
+  local evicted = string.sub(blob, 1, cut)
+  blob = string.sub(blob, cut + 1)
+  local oldest = struct.unpack('>I4', blob, 1)
+  local edge, kept = load_edge(uid), {}
+  if #edge >= 4 and struct.unpack('>I4', edge, 1) == oldest then kept[1] = string.sub(edge, 5) end
+  for j = 0, cut / ENTRY - 1 do
+    if struct.unpack('>I4', evicted, j * ENTRY + 1) == oldest then
+      kept[#kept + 1] = string.sub(evicted, j * ENTRY + 9, j * ENTRY + 14)
+    end
+  end
+  local body = table.concat(kept)
+  if #body > EDGE_CAP * 6 then body = string.sub(body, -EDGE_CAP * 6) end
+  if #body > 0 then edges[uid] = struct.pack('>I4', oldest) .. body else edges[uid] = '' end
+  edge_dirty[uid] = true
+  return blob
+end
+
 for e = 0, n - 1 do
   local base = 5 + e * 6
   local uid, h, item = ARGV[base], ARGV[base + 1], ARGV[base + 2]
@@ -76,14 +125,14 @@ for e = 0, n - 1 do
   end
 
   local status, idx = 1, 0
-  if find_hash(blob, h) then
+  local count = #blob / ENTRY
+  local oldest = -1
+  if count >= maxlen then oldest = struct.unpack('>I4', blob, 1) end
+  if find_hash(blob, h) or (ts == oldest and edge_has(load_edge(uid), ts, h)) then
     if off <= high then status = 2 else status = 0 end
     dups = dups + 1
   else
-    local count = #blob / ENTRY
-    -- A full history cannot tell an event it already evicted from a new one at the
-    -- window's edge; both belong before the oldest kept entry, outside the window.
-    if count >= maxlen and ts <= struct.unpack('>I4', blob, 1) then
+    if ts < oldest then
       status = 3
       stale = stale + 1
     else
@@ -107,7 +156,7 @@ for e = 0, n - 1 do
       redis.call('ZINCRBY', KEYS[4], 1, idx)
       blob = string.sub(blob, 1, ins * ENTRY) .. struct.pack('>I4I4c6', ts, idx, h)
         .. string.sub(blob, ins * ENTRY + 1)
-      if #blob > maxlen * ENTRY then blob = string.sub(blob, -maxlen * ENTRY) end
+      blob = trim(uid, blob)
       blobs[uid] = blob
       dirty[uid] = true
       applied = applied + 1
@@ -126,6 +175,13 @@ for _, uid in ipairs(order) do
   if dirty[uid] then
     redis.call('SET', 'u:{' .. uid .. '}:seq', blobs[uid])
     redis.call('PFADD', KEYS[7], uid)
+  end
+end
+for uid, _ in pairs(edge_dirty) do
+  if edges[uid] == '' then
+    redis.call('DEL', 'u:{' .. uid .. '}:edge')
+  else
+    redis.call('SET', 'u:{' .. uid .. '}:edge', edges[uid])
   end
 end
 for tp, _ in pairs(highs_dirty) do

@@ -51,20 +51,50 @@ def test_statuses_dedup_and_time_order(redis_url: str, redis_client: redis.Redis
     with_store(redis_url, go)
 
 
-def test_full_history_trims_and_ignores_the_window_edge(
+def test_full_history_trims_and_replays_change_nothing(
     redis_url: str, redis_client: redis.Redis
 ) -> None:
     async def go(store: Store) -> None:
         events = [ev("u", f"e{i}", f"i{i}", 100 + i // 2, i) for i in range(8)]
         await store.apply(events)
         assert [i for _, i in await store.sequence("u")] == ["i5", "i6", "i7"]
-        before = redis_client.dump("u:{u}:seq")
-        # Evicted events, re-published: e4 shares its second with the oldest kept entry.
+        before = raw(redis_client)
+        # Re-published: evicted ones (e4 shares its second with the oldest kept, e5) are
+        # told from new ones, e5 is still kept.
         res = await store.apply([ev("u", f"e{i}", f"i{i}", 100 + i // 2, 50 + i) for i in range(6)])
-        assert res.statuses == [TOO_OLD] * 5 + [DUPLICATE]  # e5 is still kept
-        assert redis_client.dump("u:{u}:seq") == before
+        assert res.statuses == [TOO_OLD] * 4 + [DUPLICATE, DUPLICATE]
+        assert raw(redis_client) == before
+        # An event older than the whole full history changes nothing either.
+        assert (await store.apply([ev("u", "late", "x", 99, 60)])).statuses == [TOO_OLD]
+        assert raw(redis_client) == before
 
     with_store(redis_url, go, history_length=3)
+
+
+def test_a_large_same_second_invoice_is_applied_whole_and_idempotently(
+    redis_url: str, redis_client: redis.Redis
+) -> None:
+    async def go(store: Store) -> None:
+        invoice = [ev("u", f"line{i}", f"i{i}", 500, i) for i in range(10)]
+        assert (await store.apply(invoice[:4])).statuses == [APPLIED] * 4
+        assert (await store.apply(invoice[4:])).statuses == [APPLIED] * 6
+        assert [i for _, i in await store.sequence("u")] == ["i7", "i8", "i9"]
+        before = raw(redis_client)
+        again = [ev("u", f"line{i}", f"i{i}", 500, 100 + i) for i in range(10)]
+        assert (await store.apply(again)).statuses == [DUPLICATE] * 10
+        assert raw(redis_client) == before
+        # The next second moves the edge on: the hashes of second 500 are no longer kept.
+        later = [ev("u", f"next{i}", f"n{i}", 501, 200 + i) for i in range(3)]
+        assert (await store.apply(later)).statuses == [APPLIED] * 3
+        assert not redis_client.exists("u:{u}:edge")
+
+    with_store(redis_url, go, history_length=3)
+
+
+def raw(client: redis.Redis) -> dict[bytes, Any]:
+    return {k: client.dump(k) for k in sorted(client.scan_iter(match="u:*"))} | {
+        b"pop": client.dump("pop")
+    }
 
 
 def test_counts_match_the_in_memory_reference(redis_url: str, redis_client: redis.Redis) -> None:

@@ -1,0 +1,135 @@
+"""Produce-to-consume latency of one worker at a fixed offered rate."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from aiokafka import AIOKafkaProducer
+
+from bench.clock import JOIN_TIMEOUT_S, STALL_TIMEOUT_S, GroupProgress, OutputClock
+from bench.common import (
+    Child,
+    create_topics,
+    encode,
+    forget_faust_dir,
+    fresh_settings,
+    tag,
+    worker_command,
+)
+from schemas.codec import Codec
+from streams.settings import Settings
+
+PROBES = 240  # one every 0.5 s until the worker answers
+
+
+@dataclass(frozen=True)
+class LatencyOptions:
+    rate: float = 1000.0  # offered events per second
+    seconds: float = 30.0  # measured, after the warm-up
+    warmup_seconds: float = 5.0
+
+    @property
+    def events(self) -> int:
+        return int(self.rate * (self.warmup_seconds + self.seconds))
+
+
+async def latency(
+    base: Settings, records: list[dict[str, Any]], opts: LatencyOptions, logs: Path
+) -> dict[str, Any]:
+    """A fresh worker fed at ``opts.rate``, the first ``opts.warmup_seconds`` left out;
+    each recommendation is matched to its purchase by ``cause_event_id``.
+
+    ``records`` must hold ``opts.events + PROBES`` purchases.
+    """
+    s = fresh_settings(base, tag("latency"))
+    codec = Codec(s.wire_format)
+    await create_topics(s)
+    total = opts.events
+    if total + PROBES > len(records):
+        raise ValueError(f"latency run needs {total + PROBES} purchases, have {len(records)}")
+    probes = encode([{**r, "event_id": f"probe-{r['event_id']}"} for r in records[-PROBES:]], codec)
+    events = encode(records[:total], codec)
+
+    # The worker stamps each recommendation (wall clock, ms) when it builds it, which
+    # splits the latency into input side + processing, and output side.
+    stamped: dict[str, int] = {}
+
+    def cause(value: bytes) -> str:
+        rec = codec.decode("Recommendation", value)
+        stamped[rec["cause_event_id"]] = rec["ts"]
+        return str(rec["cause_event_id"])
+
+    bootstrap = s.kafka_bootstrap_servers or ""
+    producer = AIOKafkaProducer(
+        bootstrap_servers=bootstrap, linger_ms=5, max_batch_size=256 * 1024, acks="all"
+    )
+    await producer.start()
+    sent: dict[str, float] = {}
+    sent_wall_ms: dict[str, float] = {}
+    try:
+        async with (
+            OutputClock(bootstrap, s.topic_recommendations, cause) as clock,
+            GroupProgress(bootstrap, s.app_id, s.topic_purchases, s.partitions) as group,
+        ):
+            with Child(
+                worker_command(), s.as_env(os.environ), logs / "latency-worker.log"
+            ) as child:
+                # Probes until the first recommendation: the worker has joined its group.
+                probed = 0
+                while clock.first is None:
+                    if probed == len(probes):
+                        raise RuntimeError(f"latency worker did not join; log:\n{child.tail()}")
+                    _, key, value = probes[probed]
+                    probed += 1
+                    await producer.send_and_wait(s.topic_purchases, value, key=key)
+                    await clock.wait_for(1, join_timeout=0.5, stall_timeout=1, check=child.check)
+                join_s = (clock.first or 0.0) - child.started
+                start, pending = time.perf_counter(), []
+                for i, (event_id, key, value) in enumerate(events):
+                    ahead = start + i / opts.rate - time.perf_counter()
+                    if ahead > 0:
+                        await asyncio.sleep(ahead)
+                    sent[event_id] = time.perf_counter()
+                    sent_wall_ms[event_id] = time.time() * 1000
+                    pending.append(await producer.send(s.topic_purchases, value, key=key))
+                await asyncio.gather(*pending)
+                sent_for = time.perf_counter() - start
+                measured = [e for e, t in sent.items() if t >= start + opts.warmup_seconds]
+                await clock.wait_for(
+                    probed + len(events),
+                    join_timeout=JOIN_TIMEOUT_S,
+                    stall_timeout=STALL_TIMEOUT_S,
+                    check=child.check,
+                    finished=group.reached(probed + len(events)),
+                )
+                arrivals = dict(clock.arrivals)
+    finally:
+        await producer.stop()
+        forget_faust_dir(s)
+
+    got = [e for e in measured if e in arrivals]
+    if not got:
+        raise RuntimeError("no recommendation arrived for the measured events")
+    lat_ms = np.array([(arrivals[e] - sent[e]) * 1000 for e in got])
+    to_stamp_ms = np.array([stamped[e] - sent_wall_ms[e] for e in got])
+    return {
+        "d_offered_events_per_s": opts.rate,
+        "d_sent_events_per_s": len(events) / sent_for,
+        "d_warmup_s": opts.warmup_seconds,
+        "d_measured_s": opts.seconds,
+        "d_measured_events": len(measured),
+        "d_missing_recommendations": len(measured) - int(lat_ms.size),
+        "d_join_s": join_s,
+        "d_latency_p50_ms": float(np.percentile(lat_ms, 50)),
+        "d_latency_p90_ms": float(np.percentile(lat_ms, 90)),
+        "d_latency_p99_ms": float(np.percentile(lat_ms, 99)),
+        "d_latency_max_ms": float(lat_ms.max()),
+        "d_produce_to_worker_stamp_p50_ms": float(np.percentile(to_stamp_ms, 50)),
+        "d_produce_to_worker_stamp_p99_ms": float(np.percentile(to_stamp_ms, 99)),
+    }
