@@ -9,13 +9,14 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from models.cooccurrence import REASON_COOC, Ranked, cosine, rank, recent_anchors
+from models.cooccurrence import REASON_COOC, Ranked, rank, recent_anchors
 from schemas.codec import Codec
 from schemas.errors import InvalidEventError, SchemaError
 from schemas.validation import validate
 from streams.pseudonym import Pseudonymiser
 from streams.settings import Settings
 from streams.state import Interaction, Store, event_hash
+from streams.state.neighbours import NeighbourCache
 from streams.state.store import APPLIED, REDELIVERED, ApplyResult, Preference
 
 log = logging.getLogger(__name__)
@@ -61,6 +62,13 @@ class Processor:
         self.codec = codec or Codec(settings.wire_format)
         self.pseudonym = pseudonymiser or Pseudonymiser(settings.secret_bytes())
         self.clock = clock
+        # Enough popular items to fill a list for all but users who bought most of them.
+        self.neighbours = NeighbourCache(
+            store,
+            settings.cooc_neighbours,
+            settings.top_k + min(settings.history_length, 50),
+            settings.cooc_cache_s,
+        )
         self.counts: Counter[str] = Counter()  # totals of this process, for logs
         self._unflushed: Counter[str] = Counter()  # not yet added to the shared counters
         self._schema_of = {
@@ -183,11 +191,7 @@ class Processor:
     ) -> list[Output]:
         s = self.settings
         anchors = {a for h in histories for a in recent_anchors(h, s.cooc_anchors)}
-        # Enough popular items to fill a list for all but users who bought most of them.
-        neighbours, top, pop = await self.store.scoring_inputs(
-            anchors, s.cooc_neighbours, s.top_k + min(s.history_length, 50)
-        )
-        similar = cosine(neighbours, pop)
+        similar, top = await self.neighbours.get(anchors)
         ranked = [rank(h, similar, top, s.top_k, s.cooc_anchors) for h in histories]
         names = await self.store.item_ids(
             {r.item for rs in ranked for r in rs}

@@ -50,9 +50,10 @@ class Settings(BaseSettings):
 
     history_length: int = Field(200, ge=1, le=10_000)
     top_k: int = Field(10, ge=1, le=1000)
-    cooc_window: int = Field(5, ge=1, le=50)
+    cooc_window: int = Field(3, ge=1, le=50)
     cooc_neighbours: int = Field(20, ge=1, le=1000)
     cooc_anchors: int = Field(3, ge=1, le=50)
+    cooc_cache_s: float = Field(2.0, ge=0)
     max_future_ms: int = Field(86_400_000, ge=0)
     # Reviews update sequences either way; a shop whose only signal is ratings (or a
     # data set like MovieLens) also wants a recommendation after each review.

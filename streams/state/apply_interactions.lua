@@ -34,24 +34,54 @@ local highs, highs_dirty = {}, {}
 local statuses, idxs = {}, {}
 local applied, dups, stale = 0, 0, 0
 
+local known = {}
+
 local function item_index(item)
-  local idx = redis.call('HGET', KEYS[1], item)
-  if idx then return tonumber(idx) end
-  idx = redis.call('INCR', KEYS[3])
-  redis.call('HSET', KEYS[1], item, idx)
-  redis.call('HSET', KEYS[2], idx, item)
+  local idx = known[item]
+  if idx then return idx end
+  idx = redis.call('HGET', KEYS[1], item)
+  if idx then
+    idx = tonumber(idx)
+  else
+    idx = redis.call('INCR', KEYS[3])
+    redis.call('HSET', KEYS[1], item, idx)
+    redis.call('HSET', KEYS[2], idx, item)
+  end
+  known[item] = idx
   return idx
 end
 
+-- Counter updates are summed over the batch and written once per key and member:
+-- the same pairs and items recur within a batch, and each redis.call costs.
+local pair_counts, pop_counts = {}, {}
+
 local function bump_pair(a, b)
-  local key = 'co:' .. a
-  -- A set only grows when a member is new (its count is then 1), so only then can it
-  -- pass the cap; trim far over it so that new pairs get a chance to grow.
-  if tonumber(redis.call('ZINCRBY', key, 1, b)) == 1 then
-    local card = redis.call('ZCARD', key)
-    if card > 2 * cap then
-      redis.call('ZREMRANGEBYRANK', key, 0, card - cap - 1)
+  local row = pair_counts[a]
+  if row == nil then
+    row = {}
+    pair_counts[a] = row
+  end
+  row[b] = (row[b] or 0) + 1
+end
+
+local function write_counts()
+  for a, row in pairs(pair_counts) do
+    local key = 'co:' .. a
+    local grew = false
+    for b, c in pairs(row) do
+      -- A member whose count is now exactly what was added is new: the set grew.
+      if tonumber(redis.call('ZINCRBY', key, c, b)) == c then grew = true end
     end
+    -- Trim only when far over the cap so that new pairs get a chance to grow.
+    if grew then
+      local card = redis.call('ZCARD', key)
+      if card > 2 * cap then
+        redis.call('ZREMRANGEBYRANK', key, 0, card - cap - 1)
+      end
+    end
+  end
+  for idx, c in pairs(pop_counts) do
+    redis.call('ZINCRBY', KEYS[4], c, idx)
   end
 end
 
@@ -153,7 +183,7 @@ for e = 0, n - 1 do
         end
         k = k - 1
       end
-      redis.call('ZINCRBY', KEYS[4], 1, idx)
+      pop_counts[idx] = (pop_counts[idx] or 0) + 1
       blob = string.sub(blob, 1, ins * ENTRY) .. struct.pack('>I4I4c6', ts, idx, h)
         .. string.sub(blob, ins * ENTRY + 1)
       blob = trim(uid, blob)
@@ -162,7 +192,7 @@ for e = 0, n - 1 do
       applied = applied + 1
     end
   end
-  if idx == 0 and status ~= 3 then idx = tonumber(redis.call('HGET', KEYS[1], item) or '0') end
+  if idx == 0 and status ~= 3 then idx = known[item] or tonumber(redis.call('HGET', KEYS[1], item) or '0') end
   if off > high then
     highs[tp] = off
     highs_dirty[tp] = true
@@ -171,6 +201,7 @@ for e = 0, n - 1 do
   idxs[e + 1] = idx
 end
 
+write_counts()
 for _, uid in ipairs(order) do
   if dirty[uid] then
     redis.call('SET', 'u:{' .. uid .. '}:seq', blobs[uid])

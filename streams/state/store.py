@@ -66,7 +66,7 @@ class Store:
         redis: aioredis.Redis,
         *,
         history_length: int = 200,
-        cooc_window: int = 5,
+        cooc_window: int = 3,
         cooc_cap: int = 100,
     ) -> None:
         self.redis = redis
