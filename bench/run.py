@@ -16,10 +16,10 @@ from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 
-from bench import backbone
+from bench import backbone, cooc_window
 from bench.common import RESULTS
 
-BENCHMARKS = ("backbone",)
+BENCHMARKS = ("backbone", "cooc_window")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -57,6 +57,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             opts = replace(opts, profile=args.profile)
             results = asyncio.run(backbone.run(opts, args.results))
             table = backbone.markdown(results)
+        else:
+            results = cooc_window.run()
+            table = cooc_window.markdown(results)
         args.results.mkdir(parents=True, exist_ok=True)
         path = args.results / f"{name}.json"
         path.write_text(json.dumps(results, indent=2) + "\n")
