@@ -21,7 +21,8 @@ import pytest
 import redis
 
 from schemas.errors import ServiceError
-from streams.embedded import free_port, kafka_metadata_brokers, start_redis, start_tansu
+from streams.embedded import start_redis, start_tansu
+from streams.probes import free_port, kafka_metadata_brokers
 from streams.topics import delete_topics, ensure_topics
 
 # The same images docker-compose.yml runs (tests/test_compose.py checks that).

@@ -14,7 +14,8 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
 from schemas.errors import ConfigError, ServiceError
-from streams.embedded import EmbeddedStack, port_is_open, start_redis, start_tansu
+from streams.embedded import EmbeddedStack, start_redis, start_tansu
+from streams.probes import port_is_open
 from streams.topics import delete_topics, ensure_topics
 
 pytestmark = pytest.mark.integration
@@ -151,7 +152,7 @@ def test_delete_topics_tolerates_unknown_topics(
 
 
 def test_unreachable_broker_is_a_service_error() -> None:
-    from streams.embedded import free_port
+    from streams.probes import free_port
 
     with pytest.raises(ServiceError, match="cannot reach Kafka"):
         asyncio.run(ensure_topics(f"127.0.0.1:{free_port()}", {"x": 1}, timeout=2))
