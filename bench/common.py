@@ -31,18 +31,6 @@ from streams.topics import ensure_topics
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"
 
-TOPIC_FIELDS = (
-    "purchases",
-    "reviews",
-    "catalog",
-    "preferences",
-    "recommendations",
-    "segments",
-    "drift_alerts",
-    "model_updates",
-    "dead_letter",
-)
-
 
 def settings_from_env() -> Settings:
     # Settings reads the environment in __init__; spelled this way because mypy, without
@@ -56,12 +44,8 @@ def fresh_settings(base: Settings, tag: str) -> Settings:
     A new pseudonym key gives every run its own per-user Redis keys, so one run's
     histories (and duplicate detection) never leak into the next.
     """
-    update: dict[str, Any] = {
-        f"topic_{t}": f"bench-{tag}-{t.replace('_', '-')}" for t in TOPIC_FIELDS
-    }
-    update["app_id"] = f"bench-{tag}"
-    update["pseudonym_secret"] = SecretStr(secrets.token_hex(16))
-    return base.model_copy(update=update)
+    isolated = base.isolated(f"bench-{tag}")
+    return isolated.model_copy(update={"pseudonym_secret": SecretStr(secrets.token_hex(16))})
 
 
 def tag(kind: str) -> str:

@@ -69,20 +69,27 @@ class Settings(BaseSettings):
     web_port: int = Field(6066, ge=0)
     web_enabled: bool = False
 
+    @classmethod
+    def topic_fields(cls) -> list[str]:
+        """Names of the settings that name a topic."""
+        return [name for name in cls.model_fields if name.startswith("topic_")]
+
     def topic_partitions(self) -> dict[str, int]:
         """Every topic the system uses, with the partition count to create it with."""
-        names = [
-            self.topic_purchases,
-            self.topic_reviews,
-            self.topic_catalog,
-            self.topic_preferences,
-            self.topic_recommendations,
-            self.topic_segments,
-            self.topic_drift_alerts,
-            self.topic_model_updates,
-            self.topic_dead_letter,
-        ]
-        return {name: self.partitions for name in names}
+        return {getattr(self, f): self.partitions for f in self.topic_fields()}
+
+    def isolated(self, tag: str) -> Settings:
+        """These settings with topics and consumer group named after ``tag``: for a run
+        that shares a broker with others but none of their records or offsets.
+
+        >>> s = Settings(pseudonym_secret="k").isolated("t1")
+        >>> s.app_id, s.topic_purchases, s.topic_dead_letter
+        ('t1', 't1-purchases', 't1-dead-letter')
+        """
+        update: dict[str, str] = {
+            f: f"{tag}-{f.removeprefix('topic_').replace('_', '-')}" for f in self.topic_fields()
+        }
+        return self.model_copy(update={**update, "app_id": tag})
 
     def as_env(self, base: Mapping[str, str]) -> dict[str, str]:
         """``base`` (e.g. os.environ) with every setting as a RECO_* variable, plus the

@@ -33,29 +33,13 @@ def run(coro: Any) -> Any:
 def make_settings(bootstrap: str, redis_url: str, **overrides: Any) -> Settings:
     """Settings with topics and consumer group of their own, so tests never share offsets."""
     tag = uuid.uuid4().hex[:8]
-    names = {
-        f"topic_{t}": f"{t.replace('_', '-')}-{tag}"
-        for t in (
-            "purchases",
-            "reviews",
-            "catalog",
-            "preferences",
-            "recommendations",
-            "segments",
-            "drift_alerts",
-            "model_updates",
-            "dead_letter",
-        )
-    }
     values: dict[str, Any] = {
         "kafka_bootstrap_servers": bootstrap,
         "redis_url": redis_url,
         "pseudonym_secret": "test-secret",
-        "app_id": f"reco-test-{tag}",
-        **names,
         **overrides,
     }
-    s = Settings(**values)
+    s = Settings(**values).isolated(f"reco-test-{tag}")
     run(ensure_topics(bootstrap, s.topic_partitions()))
     return s
 

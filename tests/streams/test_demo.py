@@ -18,19 +18,8 @@ from schemas.codec import Codec
 from schemas.errors import InvalidEventError, SchemaError, ServiceError
 from schemas.validation import validate
 from streams.demo import malformed_purchases
+from streams.settings import Settings
 from streams.topics import delete_topics
-
-TOPICS = (
-    "purchases",
-    "reviews",
-    "catalog",
-    "preferences",
-    "recommendations",
-    "segments",
-    "drift_alerts",
-    "model_updates",
-    "dead_letter",
-)
 
 
 def _number(pattern: str, text: str) -> tuple[int, ...]:
@@ -56,7 +45,8 @@ def test_demo_recommends_after_every_purchase_and_dead_letters_the_malformed(
 ) -> None:
     # Topics and consumer group of its own: the session's broker is shared with other tests.
     tag = uuid.uuid4().hex[:8]
-    topics = {t: f"demo-{t.replace('_', '-')}-{tag}" for t in TOPICS}
+    isolated = Settings(pseudonym_secret="unused").isolated(f"demo-{tag}")
+    topics = {f.removeprefix("topic_"): getattr(isolated, f) for f in Settings.topic_fields()}
     env = {k: v for k, v in os.environ.items() if not k.startswith("RECO_")}
     env |= {f"RECO_TOPIC_{t.upper()}": name for t, name in topics.items()}
     env |= {
