@@ -5,8 +5,7 @@ from __future__ import annotations
 import math
 from collections import Counter, defaultdict, deque
 from collections.abc import Hashable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, NamedTuple, TypeVar
 
 Item = TypeVar("Item", bound=Hashable)
 
@@ -14,8 +13,9 @@ REASON_COOC = "bought_with"
 REASON_POPULAR = "popular"
 
 
-@dataclass(frozen=True, slots=True)
-class Ranked(Generic[Item]):
+# A tuple, not a frozen dataclass: one is built per recommended item on the hot path,
+# and a frozen dataclass's __init__ costs several times more.
+class Ranked(NamedTuple, Generic[Item]):
     item: Item
     score: float
     reason: str  # REASON_COOC or REASON_POPULAR
