@@ -60,8 +60,8 @@ class Settings(BaseSettings):
     recommend_on_reviews: bool = False
 
     batch_size: int = Field(2000, ge=1)
-    batch_within_s: float = Field(0.01, gt=0)
-    fetch_max_wait_ms: int = Field(10, ge=0)
+    batch_within_s: float = Field(0.005, gt=0)
+    fetch_max_wait_ms: int = Field(5, ge=0)
     stream_buffer_maxsize: int = Field(8192, ge=1)
     commit_every: int = Field(10_000, ge=1)
     commit_interval_s: float = Field(1.0, gt=0)
