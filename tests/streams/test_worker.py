@@ -363,3 +363,30 @@ def test_catalog_preferences_and_erasure(
         worker.stop()
     assert user not in (tmp_path / "worker.log").read_text()
     assert struct  # keeps the import used for readers extending the binary checks
+
+
+def test_confluent_wire_format_end_to_end(
+    kafka_bootstrap: str, redis_url: str, redis_client: redis.Redis, tmp_path: Path
+) -> None:
+    s = make_settings(kafka_bootstrap, redis_url, wire_format="confluent", partitions=2)
+    ds = generate(n_users=30, n_items=40, events_per_user=(3, 8), seed=9)
+    events = purchases(ds)
+    publish_records(s, [("purchase", r["user_id"], r) for r in events])
+    # A plain-Avro message on a Confluent-framed topic is bad input, not a crash.
+    publish_raw(s, s.topic_purchases, [(b"plain", Codec().encode("Purchase", events[0]))])
+    worker = Worker(s, tmp_path / "worker.log")
+    try:
+        recs = consume(s, s.topic_recommendations, len(events), timeout=90)
+        dead = consume(s, s.topic_dead_letter, 1, timeout=30)
+    finally:
+        worker.stop()
+    confluent = Codec("confluent")
+    assert {confluent.decode("Recommendation", r.value)["cause_event_id"] for r in recs} == {
+        r["event_id"] for r in events
+    }
+    assert all(
+        r.value[:5] == b"\x00" + confluent.schema_id("Recommendation").to_bytes(4, "big")
+        for r in recs
+    )
+    assert len(dead) == 1
+    assert confluent.decode("DeadLetter", dead[0].value)["key"] == b"plain"
