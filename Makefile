@@ -46,7 +46,7 @@ bench: venv
 lint: venv
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/mypy schemas models streams
+	$(BIN)/mypy schemas models streams bench tests
 
 clean:
 	rm -rf $(VENV) build .pytest_cache .mypy_cache .ruff_cache .run demo-out *.egg-info

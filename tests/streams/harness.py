@@ -11,7 +11,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import redis
 from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -158,6 +158,21 @@ def stat(client: redis.Redis, name: str) -> int:
 OPERATIONAL_KEYS = {keys.STATS.encode(), keys.APPLIED_OFFSETS.encode()}
 
 
+# The sync client is typed for both reply types; these tests never decode replies.
+def get_bytes(client: redis.Redis, key: str | bytes) -> bytes | None:
+    return cast(bytes | None, client.get(key))
+
+
+def hget_bytes(client: redis.Redis, key: str, field: str) -> bytes:
+    value = client.hget(key, field)
+    assert isinstance(value, bytes), f"{key} {field}: {value!r}"
+    return value
+
+
+def zscores(client: redis.Redis, key: str | bytes) -> list[tuple[bytes, float]]:
+    return cast(list[tuple[bytes, float]], client.zrange(key, 0, -1, withscores=True))
+
+
 def raw_snapshot(client: redis.Redis) -> dict[bytes, Any]:
     """Every key's value, except the operational counters that count duplicates."""
     out: dict[bytes, Any] = {}
@@ -184,25 +199,24 @@ def logical_snapshot(client: redis.Redis) -> dict[str, Any]:
     Indexes are given in first-seen order, which depends on how partitions interleave,
     so two correct runs differ in indexes but must agree on everything else.
     """
-    names = {int(k): v.decode() for k, v in client.hgetall(keys.ITEM_IDS).items()}
+    vocabulary = cast(dict[bytes, bytes], client.hgetall(keys.ITEM_IDS))
+    names = {int(k): v.decode() for k, v in vocabulary.items()}
     out: dict[str, Any] = {}
     for key in client.scan_iter(count=1000):
         k = key.decode()
         if key in OPERATIONAL_KEYS or k in (keys.ITEM_IDS, keys.ITEM_INDEX, keys.ITEM_NEXT):
             continue
         if k.endswith(":seq"):
-            arr = decode_sequence(client.get(key))
+            arr = decode_sequence(get_bytes(client, key))
             out[k] = [
                 (int(t), names[int(i)], bytes(h))
                 for t, i, h in zip(arr["ts"], arr["item"], arr["hash"], strict=True)
             ]
         elif k == keys.POPULARITY:
-            out[k] = {names[int(m)]: s for m, s in client.zrange(key, 0, -1, withscores=True)}
+            out[k] = {names[int(m)]: s for m, s in zscores(client, key)}
         elif k.startswith("co:"):
             anchor = names[int(k[3:])]
-            out["co:" + anchor] = {
-                names[int(m)]: s for m, s in client.zrange(key, 0, -1, withscores=True)
-            }
+            out["co:" + anchor] = {names[int(m)]: s for m, s in zscores(client, key)}
         elif k == keys.USERS_SEEN:
             out[k] = client.pfcount(key)
         elif client.type(key) == b"hash":

@@ -13,6 +13,7 @@ from redis import asyncio as aioredis
 from models.cooccurrence import CoOccurrenceRecommender
 from streams.state import Interaction, Store, event_hash
 from streams.state.store import APPLIED, DUPLICATE, REDELIVERED, TOO_OLD, Preference
+from tests.streams.harness import zscores
 
 pytestmark = pytest.mark.integration
 
@@ -108,13 +109,10 @@ def test_counts_match_the_in_memory_reference(redis_url: str, redis_client: redi
         for i in range(0, len(batch), 700):
             await store.apply(batch[i : i + 700])
         names = await store.item_ids(range(1, 41))
-        pop = {names[int(m)]: c for m, c in redis_client.zrange("pop", 0, -1, withscores=True)}
+        pop = {names[int(m)]: c for m, c in zscores(redis_client, "pop")}
         assert pop == dict(ref.popularity)
         for anchor_idx in range(1, 41):
-            got = {
-                names[int(m)]: c
-                for m, c in redis_client.zrange(f"co:{anchor_idx}", 0, -1, withscores=True)
-            }
+            got = {names[int(m)]: c for m, c in zscores(redis_client, f"co:{anchor_idx}")}
             assert got == dict(ref.pairs[names[anchor_idx]])
         for user, hist in ref.history.items():
             assert [i for _, i in await store.sequence(str(user))] == list(hist)

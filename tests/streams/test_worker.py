@@ -7,7 +7,7 @@ import re
 import struct
 from collections import Counter, defaultdict
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 import redis
@@ -22,6 +22,8 @@ from streams.settings import Settings
 from tests.streams.harness import (
     Worker,
     consume,
+    get_bytes,
+    hget_bytes,
     logical_snapshot,
     make_settings,
     publish_raw,
@@ -57,11 +59,11 @@ def redis_sequence(client: redis.Redis, s: Settings, user_id: str) -> list[str]:
     from streams.state.sequence import decode_sequence
 
     uid = Pseudonymiser(s.secret_bytes())(user_id)
-    arr = decode_sequence(client.get(f"u:{{{uid}}}:seq"))
+    arr = decode_sequence(get_bytes(client, f"u:{{{uid}}}:seq"))
     if len(arr) == 0:
         return []
-    names = client.hmget("items:id", [int(i) for i in arr["item"]])
-    return [n.decode() for n in names]
+    names = client.hmget("items:id", [str(int(i)) for i in arr["item"]])
+    return [n.decode() for n in names if isinstance(n, bytes)]
 
 
 def test_retail_purchases_give_one_recommendation_each_and_exact_sequences(
@@ -342,10 +344,10 @@ def test_catalog_preferences_and_erasure(
         meta = redis_client.hgetall("item:i0")
         assert meta[b"title"] == ds.products[0]["title"].encode()
         assert meta[b"category"] == "/".join(ds.products[0]["category"]).encode()
-        wish = redis_client.hgetall(f"u:{{{uid}}}:wish")
+        wish = cast(dict[bytes, bytes], redis_client.hgetall(f"u:{{{uid}}}:wish"))
         assert {k for k, v in wish.items() if v.endswith(b":1")} == {b"i2"}
-        assert redis_client.hget(f"u:{{{uid}}}:subs", "newsletter").endswith(b":1")
-        assert redis_client.hget(f"u:{{{uid}}}:prefs", "consent").endswith(b":0")
+        assert hget_bytes(redis_client, f"u:{{{uid}}}:subs", "newsletter").endswith(b":1")
+        assert hget_bytes(redis_client, f"u:{{{uid}}}:prefs", "consent").endswith(b":0")
         assert redis_client.exists(f"u:{{{uid}}}:seq")
 
         erase = {
