@@ -124,7 +124,7 @@ def create_app(settings: Settings, bootstrap: str, redis_url: str) -> faust.App:
                 )
                 for e in events
             ]
-            await send(await _process(proc, handler, msgs))
+            await send(await process_batch(proc, handler, msgs))
 
     def raw_topic(*names: str) -> faust.types.TopicT:
         return app.topic(
@@ -149,7 +149,7 @@ def create_app(settings: Settings, bootstrap: str, redis_url: str) -> faust.App:
     return app
 
 
-async def _process(proc: Processor, handler: Handler, msgs: Sequence[Message]) -> list[Output]:
+async def process_batch(proc: Processor, handler: Handler, msgs: Sequence[Message]) -> list[Output]:
     """Run a batch to completion: retry transient failures, isolate poison messages."""
     backoff = 0.1
     while True:
@@ -172,7 +172,7 @@ async def _process(proc: Processor, handler: Handler, msgs: Sequence[Message]) -
             log.exception("batch of %d failed; processing its messages one by one", len(msgs))
             out: list[Output] = []
             for m in msgs:
-                out.extend(await _process(proc, handler, [m]))
+                out.extend(await process_batch(proc, handler, [m]))
             return out
 
 
