@@ -31,7 +31,7 @@ class OwnRedis:
     def __init__(self, workdir: Path) -> None:
         binary = shutil.which("redis-server")
         if binary is None:
-            pytest.skip("redis-server is not installed")
+            pytest.skip(reason="redis-server is not installed")
         self.binary = binary
         self.port = free_port()
         self.workdir = workdir

@@ -41,7 +41,7 @@ def retail() -> Dataset:
     try:
         return load("online_retail", limit=10_000)
     except FileNotFoundError as exc:
-        pytest.skip(f"online retail data set not present: {exc}")
+        pytest.skip(reason=f"online retail data set not present: {exc}")
 
 
 def purchases(ds: Dataset) -> list[dict[str, Any]]:

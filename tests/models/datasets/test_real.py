@@ -25,7 +25,7 @@ from models.datasets.loader import FILES
 def _load_or_skip(name: str) -> tuple[Dataset, float]:
     missing = [DEFAULT_DATA_DIR / f for f in FILES[name] if not (DEFAULT_DATA_DIR / f).is_file()]
     if missing:
-        pytest.skip(f"{name}: data file missing: {', '.join(map(str, missing))}")
+        pytest.skip(reason=f"{name}: data file missing: {', '.join(map(str, missing))}")
     start = time.perf_counter()
     dataset = load(name)
     return dataset, time.perf_counter() - start
