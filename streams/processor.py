@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -18,8 +17,6 @@ from streams.settings import Settings
 from streams.state import Interaction, Store, event_hash
 from streams.state.neighbours import NeighbourCache
 from streams.state.store import APPLIED, REDELIVERED, ApplyResult, Preference
-
-log = logging.getLogger(__name__)
 
 BASELINE_VERSION = "cooccurrence-v1"
 
@@ -69,8 +66,8 @@ class Processor:
             settings.top_k + min(settings.history_length, 50),
             settings.cooc_cache_s,
         )
-        self.counts: Counter[str] = Counter()  # totals of this process, for logs
-        self._unflushed: Counter[str] = Counter()  # not yet added to the shared counters
+        # Counts not yet added to the shared Redis counters; the Lua step keeps its own.
+        self._unflushed: Counter[str] = Counter()
         self._schema_of = {
             settings.topic_purchases: "Purchase",
             settings.topic_reviews: "Review",
@@ -136,8 +133,6 @@ class Processor:
             for msg, rec in good
         ]
         result = await self.store.apply(batch)
-        self._count("applied", result.statuses.count(APPLIED))
-        self._count("duplicates", len(batch) - result.statuses.count(APPLIED))
 
         triggers = {self.settings.topic_purchases}
         if self.settings.recommend_on_reviews:
@@ -260,7 +255,7 @@ class Processor:
         # Shared counters let the demo and ops tools see every worker's totals.
         # Agents share this processor and interleave at every await: take the pending
         # counts and zero them before awaiting, so no increment is lost or sent twice.
-        pending = {k: self._unflushed[k] for k in _SHARED if self._unflushed[k]}
+        pending = {k: n for k, n in self._unflushed.items() if n}
         if not pending:
             return
         self._unflushed.subtract(pending)
@@ -271,9 +266,4 @@ class Processor:
             raise
 
     def _count(self, name: str, n: int = 1) -> None:
-        self.counts[name] += n
-        if name in _SHARED:
-            self._unflushed[name] += n
-
-
-_SHARED = frozenset({"dead_letters", "recommendations", "products", "preferences", "erasures"})
+        self._unflushed[name] += n
