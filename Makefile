@@ -1,4 +1,4 @@
-# Targets people look for: venv, redis, test, demo, bench, lint, clean.
+# Targets people look for: venv, redis, test, demo, bench, benchmark, lint, clean.
 # `make test` on a fresh clone does the whole set-up; re-runs skip what is done.
 
 PYTHON ?= python3
@@ -9,8 +9,11 @@ STAMP := $(VENV)/.installed
 # while a range or a bare `torch` resolves to a CUDA build of several GB.
 TORCH := torch==2.13.0
 DEMO_ARGS ?=
+# `make benchmark` trains and evaluates every model on each of these sets
+BENCHMARK_SETS ?= ml-100k online_retail toys sports video_games
+BENCHMARK_ARGS ?=
 
-.PHONY: venv redis test demo bench lint clean
+.PHONY: venv redis test demo bench benchmark lint clean
 
 venv: $(STAMP)
 
@@ -42,6 +45,9 @@ demo: venv redis
 
 bench: venv
 	$(BIN)/python -m bench.run
+
+benchmark: venv
+	$(BIN)/reco benchmark $(BENCHMARK_SETS) $(BENCHMARK_ARGS)
 
 lint: venv
 	$(BIN)/ruff check .

@@ -1,4 +1,4 @@
-"""`reco` command line: worker, replay, topics, demo."""
+"""`reco` command line: worker, replay, topics, demo, publish, snapshot, benchmark."""
 
 from __future__ import annotations
 
@@ -78,6 +78,63 @@ def _cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
     return run_demo(settings, args)
 
 
+def _require_kafka(settings: Settings) -> str:
+    from schemas.errors import ConfigError
+
+    if not settings.kafka_bootstrap_servers:
+        raise ConfigError("this command needs KAFKA_BOOTSTRAP_SERVERS")
+    return settings.kafka_bootstrap_servers
+
+
+def _cmd_publish(args: argparse.Namespace, settings: Settings) -> int:
+    from models.checkpoint import load_checkpoint
+    from models.registry import Registry
+    from streams.announce import announce
+    from streams.topics import ensure_topics
+
+    ckpt = load_checkpoint(args.checkpoint)
+    if args.check:
+        # A version no worker can build would only be rejected by every one of them.
+        ckpt.build()
+    if args.announce:
+        bootstrap = _require_kafka(settings)  # before publishing: no silent, unannounced version
+        topic = {settings.topic_model_updates: settings.partitions}
+        asyncio.run(ensure_topics(bootstrap, topic, settings.replication_factor))
+    version = Registry(args.registry).publish(ckpt, args.name)
+    print(f"published {version.name} {version.version} at {version.uri}")
+    if args.announce:
+        sent = asyncio.run(announce(version, settings))
+        print(f"announced on {sent.topic} partition {sent.partition} offset {sent.offset}")
+    return 0
+
+
+def _cmd_snapshot(args: argparse.Namespace, settings: Settings) -> int:
+    from streams.snapshot import snapshot
+
+    _require_kafka(settings)
+    stats = asyncio.run(snapshot(settings, args.out, name=args.name, progress=not args.no_progress))
+    print(f"wrote {args.out}: {stats.summary()}")
+    return 0
+
+
+def _cmd_benchmark(args: argparse.Namespace, settings: Settings) -> int:
+    from pathlib import Path
+
+    from models.benchmark import DEFAULT_MODELS, parse_overrides, run, save
+
+    models = args.models.split(",") if args.models else list(DEFAULT_MODELS)
+    try:
+        overrides = parse_overrides(args.set)
+        for dataset in args.datasets:
+            result = run(dataset, models, args.split, overrides)
+            md, js = save(result, Path(args.out))
+            print(f"\n{result.summary()}\n\n{result.markdown()}\n\nwrote {md} and {js}")
+    except (ValueError, FileNotFoundError) as exc:
+        print(f"reco benchmark: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="reco", description=__doc__)
     parser.add_argument("--loglevel", default="info")
@@ -99,6 +156,54 @@ def build_parser() -> argparse.ArgumentParser:
         help="replay the whole data set and keep running until Ctrl-C",
     )
     dp.add_argument("--users", type=int, default=3, help="users whose recommendations are shown")
+
+    pp = sub.add_parser(
+        "publish", help="publish a checkpoint to the model registry and announce it"
+    )
+    pp.add_argument("checkpoint", help="checkpoint file (.pt) written by a trainer")
+    pp.add_argument("--name", required=True, help="model name in the registry, e.g. sasrec")
+    pp.add_argument(
+        "--registry", default="registry", help="registry directory (default: ./registry)"
+    )
+    pp.add_argument(
+        "--no-announce",
+        dest="announce",
+        action="store_false",
+        help="only write to the registry; do not send a ModelUpdate on the model-updates topic",
+    )
+    pp.add_argument(
+        "--no-check",
+        dest="check",
+        action="store_false",
+        help="skip rebuilding the model from the checkpoint before publishing",
+    )
+
+    sp = sub.add_parser(
+        "snapshot", help="write the purchase, review and catalog topics to an event-log file"
+    )
+    sp.add_argument("out", help="output file: .jsonl, or .jsonl.gz for gzip")
+    sp.add_argument("--name", default=None, help="data set name (default: from the file name)")
+    sp.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+
+    bp = sub.add_parser("benchmark", help="train and evaluate every model on data sets")
+    bp.add_argument("datasets", nargs="+", help="data set names or files the importers read")
+    bp.add_argument(
+        "--models", default=None, help="comma-separated (default: all baselines, sasrec, bert4rec)"
+    )
+    bp.add_argument(
+        "--split",
+        choices=["leave-one-out", "temporal"],
+        default=None,
+        help="default: temporal for online_retail (real timestamps), else leave-one-out",
+    )
+    bp.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="MODEL.FIELD=VALUE",
+        help="override a model's config, e.g. sasrec.max_minutes=10 (repeatable)",
+    )
+    bp.add_argument("--out", default="bench/results", help="where the table and JSON go")
     return parser
 
 
@@ -107,6 +212,9 @@ COMMANDS = {
     "topics": _cmd_topics,
     "replay": _cmd_replay,
     "demo": _cmd_demo,
+    "publish": _cmd_publish,
+    "snapshot": _cmd_snapshot,
+    "benchmark": _cmd_benchmark,
 }
 
 

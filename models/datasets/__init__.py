@@ -6,6 +6,7 @@ can feed the replay tool, the trainer and the tests.
 """
 
 from models.datasets.base import Dataset, Event, EventKind, to_messages, truncate
+from models.datasets.eventlog import EventLogError, is_eventlog, read_eventlog, write_eventlog
 from models.datasets.loader import DEFAULT_DATA_DIR, NAMES, available, load
 from models.datasets.movielens import load_movielens
 from models.datasets.online_retail import load_online_retail
@@ -30,10 +31,12 @@ __all__ = [
     "Dataset",
     "Event",
     "EventKind",
+    "EventLogError",
     "Record",
     "SyntheticDataset",
     "available",
     "generate",
+    "is_eventlog",
     "load",
     "load_amazon",
     "load_movielens",
@@ -42,8 +45,10 @@ __all__ = [
     "load_sequences",
     "product",
     "purchase",
+    "read_eventlog",
     "review",
     "synthetic_ts",
     "to_messages",
     "truncate",
+    "write_eventlog",
 ]

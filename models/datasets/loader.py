@@ -6,6 +6,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from models.datasets.base import Dataset, truncate
+from models.datasets.eventlog import is_eventlog, read_eventlog
 from models.datasets.movielens import load_movielens
 from models.datasets.online_retail import load_online_retail
 from models.datasets.sequences import attributes_beside, load_amazon, load_pairs, load_sequences
@@ -58,6 +59,7 @@ def load(
 
     Names: ``online_retail``, ``toys``, ``sports``, ``video_games``, ``ml-100k`` and
     ``synthetic`` (``generate()`` with its defaults). A path is read by its format:
+    an event-log snapshot (``reco snapshot``, JSON lines, optionally gzipped),
     ``.parquet`` as Online Retail invoices, a MovieLens ``u.data`` (or its directory),
     ``user item item ...`` sequence lines (with a ``<stem>_item2attributes.json``
     beside it when present), or ``user item`` pairs. ``limit`` keeps the first N
@@ -77,6 +79,9 @@ def _load_path(path: Path) -> Dataset:
         if (path / "u.data").is_file():
             return load_movielens(path, _NAME_OF_FILE["u.data"])
         raise ValueError(f"{path} is a directory without a MovieLens u.data file")
+    # A .jsonl file that is not an event log gets the event-log reader's error, not a guess.
+    if is_eventlog(path) or path.name.endswith((".jsonl", ".jsonl.gz")):
+        return read_eventlog(path)
     name = _NAME_OF_FILE.get(path.name, path.stem)
     if path.suffix == ".parquet":
         return load_online_retail(path, name)

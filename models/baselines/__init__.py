@@ -1,0 +1,25 @@
+"""Baseline recommenders: popularity, item-item kNN, ALS and a LightGBM-reranked hybrid."""
+
+from models.baselines.als import ALS, ALSConfig
+from models.baselines.hybrid import GeneratorFactory, Hybrid, HybridConfig
+from models.baselines.itemknn import ItemKNN, ItemKNNConfig
+from models.baselines.popular import (
+    MostPopular,
+    MostPopularConfig,
+    RecentPopular,
+    RecentPopularConfig,
+)
+
+__all__ = [
+    "ALS",
+    "ALSConfig",
+    "GeneratorFactory",
+    "Hybrid",
+    "HybridConfig",
+    "ItemKNN",
+    "ItemKNNConfig",
+    "MostPopular",
+    "MostPopularConfig",
+    "RecentPopular",
+    "RecentPopularConfig",
+]

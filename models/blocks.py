@@ -1,0 +1,153 @@
+"""Transformer blocks shared by SASRec and BERT4Rec: item representation and encoder."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+
+from models.data import Catalogue, Histories
+
+FEATURES = frozenset({"category", "price", "timegap"})
+PRICE_BUCKETS = 10
+GAP_BUCKETS = 24  # log2 of the gap in minutes: 0 = same minute .. 23 = ~16 years
+
+
+@dataclass(frozen=True)
+class EncoderConfig:
+    maxlen: int = 50
+    hidden: int = 64
+    blocks: int = 2
+    heads: int = 1
+    dropout: float = 0.3
+    features: tuple[str, ...] = ()  # any of FEATURES, fused into the item representation
+
+    def __post_init__(self) -> None:
+        unknown = set(self.features) - FEATURES
+        if unknown:
+            raise ValueError(f"unknown features {sorted(unknown)}; known: {sorted(FEATURES)}")
+        if self.hidden % self.heads:
+            raise ValueError(f"hidden {self.hidden} is not a multiple of heads {self.heads}")
+
+
+def gap_buckets(times: torch.Tensor) -> torch.Tensor:
+    """Bucket of the time since the previous event (log2 minutes), 0 for the first.
+
+    >>> gap_buckets(torch.tensor([[0, 0, 60_000, 60_000 + 8 * 60_000]])).tolist()
+    [[0, 0, 1, 4]]
+    """
+    gaps = (times[:, 1:] - times[:, :-1]).clamp(min=0).float() / 60_000.0
+    buckets = torch.log2(gaps + 1.0).ceil().long().clamp(max=GAP_BUCKETS - 1)
+    return torch.cat([torch.zeros_like(times[:, :1]), buckets], dim=1)
+
+
+def side_feature_tensors(catalogue: Catalogue) -> dict[str, torch.Tensor]:
+    """The per-item arrays the encoder needs, as tensors to keep inside the checkpoint."""
+    return {
+        "categories": torch.from_numpy(catalogue.categories.astype(np.int64)),
+        "price_buckets": torch.from_numpy(catalogue.price_buckets(PRICE_BUCKETS)),
+    }
+
+
+class ItemEncoder(nn.Module):
+    """Embeds items (plus their side features) and encodes sequences with self-attention.
+
+    ``n_tokens`` counts every id the input may carry: padding 0, items 1..n_items and,
+    for BERT4Rec, a mask token. Outputs are scored against ``items()``, the fused
+    representation of every item, so side features reach cold items too.
+    """
+
+    def __init__(
+        self,
+        config: EncoderConfig,
+        n_items: int,
+        n_tokens: int,
+        n_categories: int,
+        causal: bool,
+    ) -> None:
+        super().__init__()
+        self.config, self.n_items, self.causal = config, n_items, causal
+        d = config.hidden
+        self.item = nn.Embedding(n_tokens, d, padding_idx=0)
+        self.position = nn.Embedding(config.maxlen, d)
+        features = set(config.features)
+        self.category = (
+            nn.Embedding(n_categories + 1, d, padding_idx=0) if "category" in features else None
+        )
+        self.price = nn.Embedding(PRICE_BUCKETS + 1, d) if "price" in features else None
+        self.gap = nn.Embedding(GAP_BUCKETS, d) if "timegap" in features else None
+        self.register_buffer("categories", torch.zeros(n_tokens, 1, dtype=torch.long))
+        self.register_buffer("price_buckets", torch.zeros(n_tokens, dtype=torch.long))
+        self.dropout = nn.Dropout(config.dropout)
+        layer = nn.TransformerEncoderLayer(
+            d,
+            config.heads,
+            dim_feedforward=d,
+            dropout=config.dropout,
+            activation="gelu",
+            batch_first=True,
+            norm_first=True,
+        )
+        self.blocks = nn.TransformerEncoder(layer, config.blocks, enable_nested_tensor=False)
+        self.norm = nn.LayerNorm(d)
+        # items enter scaled by sqrt(d) (std 1); positions start small so that they
+        # shift the item signal rather than drown it
+        nn.init.normal_(self.item.weight, std=d**-0.5)
+        nn.init.normal_(self.position.weight, std=0.1)
+        with torch.no_grad():
+            self.item.weight[0].zero_()
+
+    def set_side_features(self, tensors: dict[str, torch.Tensor]) -> None:
+        """Load per-item categories and price buckets (rows beyond the items stay 0)."""
+        categories = tensors["categories"]
+        padded = torch.zeros(self.item.num_embeddings, categories.shape[1], dtype=torch.long)
+        padded[: categories.shape[0]] = categories
+        self.categories = padded
+        prices = torch.zeros(self.item.num_embeddings, dtype=torch.long)
+        prices[: len(tensors["price_buckets"])] = tensors["price_buckets"]
+        self.price_buckets = prices
+
+    def embed(self, ids: torch.Tensor) -> torch.Tensor:
+        """Fused representation of token ids, any shape -> shape + (hidden,)."""
+        x = self.item(ids)
+        if self.category is not None:
+            cats = self.categories[ids]  # [..., max_categories]
+            counts = (cats > 0).sum(-1, keepdim=True).clamp(min=1)
+            x = x + self.category(cats).sum(-2) / counts
+        if self.price is not None:
+            x = x + self.price(self.price_buckets[ids])
+        return x
+
+    def items(self) -> torch.Tensor:
+        """Output representation of padding + every item: [n_items + 1, hidden]."""
+        return self.embed(torch.arange(self.n_items + 1, device=self.item.weight.device))
+
+    def forward(self, ids: torch.Tensor, times: torch.Tensor | None = None) -> torch.Tensor:
+        """ids [B, L] left-padded with 0 -> hidden states [B, L, hidden]."""
+        _, length = ids.shape
+        positions = torch.arange(self.config.maxlen - length, self.config.maxlen, device=ids.device)
+        x = self.embed(ids) * (self.config.hidden**0.5) + self.position(positions)
+        if self.gap is not None and times is not None:
+            x = x + self.gap(gap_buckets(times))
+        pad = ids == 0
+        x = self.dropout(x) * (~pad).unsqueeze(-1)
+        # [B * heads, L, L], True = may not attend. Every position may attend to itself,
+        # so a padding row never sees an all-masked row (which would turn into NaN).
+        blocked = pad.unsqueeze(1).expand(-1, length, -1)
+        if self.causal:
+            future = torch.triu(torch.ones(length, length, dtype=torch.bool, device=ids.device), 1)
+            blocked = blocked | future
+        blocked = blocked & ~torch.eye(length, dtype=torch.bool, device=ids.device)
+        mask = blocked.repeat_interleave(self.config.heads, dim=0)
+        h = self.blocks(x, mask=mask)
+        return self.norm(h)
+
+
+def padded_batch(histories: Histories, maxlen: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Last ``maxlen`` items and times of each history as tensors [B, L], left-padded."""
+    length = max(1, min(maxlen, int(histories.lengths().max(initial=0))))
+    ids = torch.from_numpy(histories.padded(length).astype(np.int64))
+    times = torch.from_numpy(histories.padded(length, histories.times))
+    return ids, times

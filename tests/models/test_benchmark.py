@@ -1,0 +1,56 @@
+"""The benchmark trains the models it is asked for and writes a table and flat JSON."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from models.benchmark import parse_overrides, run, save
+from models.datasets import generate
+from models.datasets.eventlog import write_eventlog
+from streams.cli import main
+
+
+@pytest.fixture(scope="module")
+def eventlog(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("data") / "shop.jsonl"
+    write_eventlog(path, generate(n_users=300, n_items=80, n_categories=5, seed=2))
+    return path
+
+
+def test_run_reports_every_model_and_its_costs(eventlog: Path, tmp_path: Path) -> None:
+    overrides = parse_overrides(["sasrec.epochs=2", "sasrec.progress=false", "sasrec.hidden=16"])
+    result = run(
+        str(eventlog), ["most-popular", "sasrec"], None, overrides, progress=lambda _: None
+    )
+    assert [row.model for row in result.rows] == ["most-popular", "sasrec"]
+    for row in result.rows:
+        assert 0.0 <= row.figures["NDCG@10"] <= row.figures["HR@10"] <= 1.0
+        assert row.figures["train_s"] > 0 and row.figures["infer_s_per_1k"] > 0
+        assert row.figures["peak_mb"] >= 0
+    assert result.split == "leave-one-out" and result.test_users == 300
+    assert 0.0 < result.overhead < 1.0
+    md, js = save(result, tmp_path)
+    table = md.read_text()
+    assert "| most-popular |" in table and "| sasrec |" in table and "NDCG@10" in table
+    flat = json.loads(js.read_text())
+    assert flat["dataset"] == "synthetic" and "sasrec:NDCG@10" in flat and "cores" in flat["machine"]
+
+
+def test_unknown_models_and_bad_overrides_are_named(eventlog: Path) -> None:
+    with pytest.raises(ValueError, match="unknown models"):
+        run(str(eventlog), ["nope"])
+    with pytest.raises(ValueError, match=r"model\.field=value"):
+        parse_overrides(["epochs=3"])
+
+
+def test_cli_prints_the_table(
+    eventlog: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code = main(["benchmark", str(eventlog), "--models", "most-popular", "--out", str(tmp_path)])
+    assert code == 0
+    assert "| most-popular |" in capsys.readouterr().out
+    assert (tmp_path / "models-synthetic.json").is_file()
+    assert main(["benchmark", str(eventlog), "--models", "nope", "--out", str(tmp_path)]) == 2
