@@ -22,7 +22,9 @@ class EncoderConfig:
     blocks: int = 2
     heads: int = 1
     dropout: float = 0.3
-    features: tuple[str, ...] = ()  # any of FEATURES, fused into the item representation
+    # any of FEATURES, fused into the item representation; a set without categories or
+    # prices leaves those embeddings at a constant, so the default is safe everywhere
+    features: tuple[str, ...] = ("category", "price")
 
     def __post_init__(self) -> None:
         unknown = set(self.features) - FEATURES
@@ -92,12 +94,16 @@ class ItemEncoder(nn.Module):
         )
         self.blocks = nn.TransformerEncoder(layer, config.blocks, enable_nested_tensor=False)
         self.norm = nn.LayerNorm(d)
-        # items enter scaled by sqrt(d) (std 1); positions start small so that they
-        # shift the item signal rather than drown it
-        nn.init.normal_(self.item.weight, std=d**-0.5)
+        # items enter scaled by sqrt(d) (std 1); side features share the item scale and
+        # positions start small, so that neither drowns the item signal
+        for table in (self.item, self.category, self.price, self.gap):
+            if table is not None:
+                nn.init.normal_(table.weight, std=d**-0.5)
         nn.init.normal_(self.position.weight, std=0.1)
         with torch.no_grad():
             self.item.weight[0].zero_()
+            if self.category is not None:
+                self.category.weight[0].zero_()
 
     def set_side_features(self, tensors: dict[str, torch.Tensor]) -> None:
         """Load per-item categories and price buckets (rows beyond the items stay 0)."""
