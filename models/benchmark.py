@@ -15,7 +15,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -286,4 +286,4 @@ def parse_overrides(pairs: Sequence[str]) -> dict[str, dict[str, Any]]:
     return out
 
 
-__all__ = ["DEFAULT_MODELS", "MODELS", "Result", "Row", "parse_overrides", "replace", "run", "save"]
+__all__ = ["DEFAULT_MODELS", "MODELS", "Result", "Row", "parse_overrides", "run", "save"]
