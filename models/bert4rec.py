@@ -39,8 +39,8 @@ class BERT4RecNet(SequenceNet):
     def loss(self, batch: Batch) -> torch.Tensor:
         ids = batch.targets  # [B, L] the full sequences
         real = ids > 0
-        masked = (torch.rand(ids.shape) < self.config.mask_prob) & real
-        last_only = torch.rand(ids.shape[0], 1) < self.config.last_mask_prob
+        masked = (torch.rand(ids.shape, device=ids.device) < self.config.mask_prob) & real
+        last_only = torch.rand(ids.shape[0], 1, device=ids.device) < self.config.last_mask_prob
         masked = torch.where(last_only, torch.zeros_like(masked), masked)
         masked[:, -1] |= last_only.squeeze(1) & real[:, -1]
         inputs = ids.masked_fill(masked, self.mask_token)

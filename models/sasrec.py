@@ -49,12 +49,12 @@ class SASRecNet(SequenceNet):
         n_items = items.shape[0] - 1
         positive = (h * items[targets]).sum(-1, keepdim=True)  # [N, 1]
         if self.config.loss == "sampled":
-            negatives = torch.randint(1, n_items + 1, (self.config.negatives,))
+            negatives = torch.randint(1, n_items + 1, (self.config.negatives,), device=h.device)
             negative = h @ items[negatives].T  # [N, negatives]
             negative = negative.masked_fill(negatives.unsqueeze(0) == targets.unsqueeze(1), -1e9)
             logits = torch.cat([positive, negative], dim=1)
             return F.cross_entropy(logits, torch.zeros_like(targets))
-        negatives = torch.randint(1, n_items + 1, targets.shape)
+        negatives = torch.randint(1, n_items + 1, targets.shape, device=h.device)
         negative = (h * items[negatives]).sum(-1, keepdim=True)
         logits = torch.cat([positive, negative], dim=1)
         labels = torch.cat([torch.ones_like(positive), torch.zeros_like(negative)], dim=1)

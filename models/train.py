@@ -22,7 +22,7 @@ from models.split import EvalSet
 
 MIN_TRAIN_EVENTS = 2
 # settings of one run on one machine, not of the model: a checkpoint leaves them out
-RUNTIME_FIELDS = frozenset({"threads", "progress", "score_batch", "max_minutes"})
+RUNTIME_FIELDS = frozenset({"threads", "progress", "score_batch", "max_minutes", "device"})
 
 
 @dataclass(frozen=True)
@@ -39,6 +39,7 @@ class SequenceConfig(EncoderConfig):
     threads: int | None = None  # torch threads; None = every core
     score_batch: int = 1024
     progress: bool = True
+    device: str = "cpu"  # torch device to train and score on; a checkpoint always loads on CPU
 
 
 class Batch(NamedTuple):
@@ -97,6 +98,7 @@ class SequenceRecommender(ABC):
         torch.set_num_threads(c.threads or os.cpu_count() or 1)
         net = self.network(train.catalogue.n_items, train.catalogue.n_categories)
         net.encoder.set_side_features(side_feature_tensors(train.catalogue))
+        net.to(c.device)
         self.net, self.item_ids = net, train.catalogue.item_ids
         rows = self._rows(train)
         optimiser = torch.optim.Adam(net.parameters(), lr=c.lr, weight_decay=c.weight_decay)
@@ -176,10 +178,11 @@ class SequenceRecommender(ABC):
         for b in rng.permutation(len(batches)):
             index = batches[b]
             width = max(1, int(lengths[index].max()))
+            device = self.config.device
             yield Batch(
-                torch.from_numpy(ids[index, -width:]),
-                torch.from_numpy(times[index, -width:]),
-                torch.from_numpy(targets[index, -width:]),
+                torch.from_numpy(ids[index, -width:]).to(device),
+                torch.from_numpy(times[index, -width:]).to(device),
+                torch.from_numpy(targets[index, -width:]).to(device),
             )
 
     @torch.no_grad()
@@ -190,7 +193,8 @@ class SequenceRecommender(ABC):
         for start in range(0, len(histories), self.config.score_batch):
             part = histories.slice(start, min(start + self.config.score_batch, len(histories)))
             ids, times = padded_batch(part, self.config.maxlen)
-            out.append(net.scores(ids, times).numpy())
+            device = self.config.device
+            out.append(net.scores(ids.to(device), times.to(device)).float().cpu().numpy())
         return np.concatenate(out) if out else np.zeros((0, 1), np.float32)
 
     def to_checkpoint(self, metrics: Mapping[str, float] | None = None) -> Checkpoint:
@@ -199,7 +203,7 @@ class SequenceRecommender(ABC):
         return Checkpoint(
             kind=self.kind,
             config={k: v for k, v in asdict(self.config).items() if k not in RUNTIME_FIELDS},
-            state_dict=net.state_dict(),
+            state_dict={k: v.cpu() for k, v in net.state_dict().items()},
             item_ids=list(self.item_ids),
             metrics=dict(metrics or {}),
             extras={"n_categories": torch.tensor(self._n_categories(net))},
