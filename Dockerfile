@@ -15,7 +15,8 @@ RUN pip install torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu
 COPY . .
 RUN pip install . \
     && useradd --create-home --uid 10001 reco \
-    && chown reco /app
+    && mkdir -p /app/registry \
+    && chown reco /app /app/registry
 
 USER reco
 CMD ["reco", "worker"]

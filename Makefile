@@ -1,4 +1,4 @@
-# Targets people look for: venv, redis, test, demo, bench, benchmark, lint, clean.
+# Targets people look for: venv, redis, test, demo, train, bench, benchmark, lint, clean.
 # `make test` on a fresh clone does the whole set-up; re-runs skip what is done.
 
 PYTHON ?= python3
@@ -12,8 +12,10 @@ DEMO_ARGS ?=
 # `make benchmark` trains and evaluates every model on each of these sets
 BENCHMARK_SETS ?= ml-100k online_retail toys sports video_games
 BENCHMARK_ARGS ?=
+# `make train` retrains once against KAFKA_BOOTSTRAP_SERVERS, e.g. TRAIN_ARGS='--every 3600'
+TRAIN_ARGS ?=
 
-.PHONY: venv redis test demo bench benchmark lint clean
+.PHONY: venv redis test demo train bench benchmark lint clean
 
 venv: $(STAMP)
 
@@ -42,6 +44,9 @@ test: venv redis
 
 demo: venv redis
 	$(BIN)/reco demo $(DEMO_ARGS)
+
+train: venv
+	$(BIN)/reco train $(TRAIN_ARGS)
 
 bench: venv
 	$(BIN)/python -m bench.run

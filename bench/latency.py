@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import time
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,7 @@ from schemas.codec import Codec
 from streams.settings import Settings
 
 PROBES = 240  # one every 0.5 s until the worker answers
+ACTION_WINDOW_S = 10.0
 
 
 @dataclass(frozen=True)
@@ -40,16 +42,27 @@ class LatencyOptions:
 
 
 async def latency(
-    base: Settings, records: list[dict[str, Any]], opts: LatencyOptions, logs: Path
+    base: Settings,
+    records: list[dict[str, Any]],
+    opts: LatencyOptions,
+    logs: Path,
+    prefix: str = "d",
+    prepare: Callable[[Settings], Awaitable[Any]] | None = None,
+    action: tuple[float, Callable[[Settings], Coroutine[Any, Any, Any]]] | None = None,
 ) -> dict[str, Any]:
     """A fresh worker fed at ``opts.rate``, the first ``opts.warmup_seconds`` left out;
     each recommendation is matched to its purchase by ``cause_event_id``.
 
-    ``records`` must hold ``opts.events + PROBES`` purchases.
+    ``records`` must hold ``opts.events + PROBES`` purchases. ``prepare`` runs once the
+    topics exist, before the worker starts; ``action`` = (seconds into the measured
+    window, coroutine) runs while events flow, and the latency of the events sent in
+    the ``ACTION_WINDOW_S`` after it is reported apart (e.g. a model swap).
     """
     s = fresh_settings(base, tag("latency"))
     codec = Codec(s.wire_format)
     await create_topics(s)
+    if prepare is not None:
+        await prepare(s)
     total = opts.events
     if total + PROBES > len(records):
         raise ValueError(f"latency run needs {total + PROBES} purchases, have {len(records)}")
@@ -91,14 +104,25 @@ async def latency(
                     await clock.wait_for(1, join_timeout=0.5, stall_timeout=1, check=child.check)
                 join_s = (clock.first or 0.0) - child.started
                 start, pending = time.perf_counter(), []
+                acted: asyncio.Task[Any] | None = None
+                action_at = 0.0
                 for i, (event_id, key, value) in enumerate(events):
                     ahead = start + i / opts.rate - time.perf_counter()
                     if ahead > 0:
                         await asyncio.sleep(ahead)
+                    if (
+                        action
+                        and acted is None
+                        and i / opts.rate >= opts.warmup_seconds + action[0]
+                    ):
+                        action_at = time.perf_counter()
+                        acted = asyncio.create_task(action[1](s))
                     sent[event_id] = time.perf_counter()
                     sent_wall_ms[event_id] = time.time() * 1000
                     pending.append(await producer.send(s.topic_purchases, value, key=key))
                 await asyncio.gather(*pending)
+                if acted is not None:
+                    await acted
                 sent_for = time.perf_counter() - start
                 measured = [e for e, t in sent.items() if t >= start + opts.warmup_seconds]
                 await clock.wait_for(
@@ -118,7 +142,23 @@ async def latency(
         raise RuntimeError("no recommendation arrived for the measured events")
     lat_ms = np.array([(arrivals[e] - sent[e]) * 1000 for e in got])
     to_stamp_ms = np.array([stamped[e] - sent_wall_ms[e] for e in got])
-    return {
+    extra: dict[str, Any] = {}
+    if action is not None:
+        window = [
+            (arrivals[e] - sent[e]) * 1000
+            for e in got
+            if action_at <= sent[e] < action_at + ACTION_WINDOW_S
+        ]
+        extra = {
+            "d_action_at_s": action_at - start,
+            "d_action_window_s": ACTION_WINDOW_S,
+            "d_action_window_events": len(window),
+            "d_action_window_latency_max_ms": max(window, default=float("nan")),
+            "d_action_window_latency_p99_ms": float(np.percentile(window, 99))
+            if window
+            else float("nan"),
+        }
+    figures = {
         "d_offered_events_per_s": opts.rate,
         "d_sent_events_per_s": len(events) / sent_for,
         "d_warmup_s": opts.warmup_seconds,
@@ -132,4 +172,6 @@ async def latency(
         "d_latency_max_ms": float(lat_ms.max()),
         "d_produce_to_worker_stamp_p50_ms": float(np.percentile(to_stamp_ms, 50)),
         "d_produce_to_worker_stamp_p99_ms": float(np.percentile(to_stamp_ms, 99)),
+        **extra,
     }
+    return {prefix + k[1:]: v for k, v in figures.items()}

@@ -94,6 +94,7 @@ class ItemEncoder(nn.Module):
         )
         self.blocks = nn.TransformerEncoder(layer, config.blocks, enable_nested_tensor=False)
         self.norm = nn.LayerNorm(d)
+        self._tokens_cache: tuple[tuple[tuple[int, int], ...], torch.Tensor] | None = None
         # items enter scaled by sqrt(d) (std 1); side features share the item scale and
         # positions start small, so that neither drowns the item signal
         for table in (self.item, self.category, self.price, self.gap):
@@ -126,15 +127,36 @@ class ItemEncoder(nn.Module):
             x = x + self.price(self.price_buckets[ids])
         return x
 
+    def _tokens(self) -> torch.Tensor | None:
+        """Fused representation of every token id, cached outside training; None in training.
+
+        Fusing the side features costs more than the rest of a small scoring batch, and
+        at inference every input and output lookup can read this one table. Any change
+        to the weights (an optimiser step, a load, a move) changes the tensors'
+        versions or storage, and so the cache key.
+        """
+        if self.training or torch.is_grad_enabled():
+            return None
+        key = tuple((t._version, t.data_ptr()) for t in (*self.parameters(), *self.buffers()))
+        if self._tokens_cache is None or self._tokens_cache[0] != key:
+            every = torch.arange(self.item.num_embeddings, device=self.item.weight.device)
+            self._tokens_cache = (key, self.embed(every))
+        return self._tokens_cache[1]
+
     def items(self) -> torch.Tensor:
         """Output representation of padding + every item: [n_items + 1, hidden]."""
+        table = self._tokens()
+        if table is not None:
+            return table[: self.n_items + 1]
         return self.embed(torch.arange(self.n_items + 1, device=self.item.weight.device))
 
     def forward(self, ids: torch.Tensor, times: torch.Tensor | None = None) -> torch.Tensor:
         """ids [B, L] left-padded with 0 -> hidden states [B, L, hidden]."""
         _, length = ids.shape
         positions = torch.arange(self.config.maxlen - length, self.config.maxlen, device=ids.device)
-        x = self.embed(ids) * (self.config.hidden**0.5) + self.position(positions)
+        table = self._tokens()
+        fused = self.embed(ids) if table is None else table[ids]
+        x = fused * (self.config.hidden**0.5) + self.position(positions)
         if self.gap is not None and times is not None:
             x = x + self.gap(gap_buckets(times))
         pad = ids == 0

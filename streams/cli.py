@@ -1,4 +1,5 @@
-"""`reco` command line: worker, replay, topics, demo, publish, snapshot, benchmark."""
+"""`reco` command line: worker, replay, topics, demo, publish, snapshot, train, rollback,
+benchmark."""
 
 from __future__ import annotations
 
@@ -117,6 +118,57 @@ def _cmd_snapshot(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _cmd_train(args: argparse.Namespace, settings: Settings) -> int:
+    from streams.trainer import TrainerConfig, parse_model_overrides, retrain, run_schedule
+
+    model = parse_model_overrides(args.set)
+    if args.epochs is not None:
+        model["epochs"] = args.epochs
+    if args.max_minutes is not None:
+        model["max_minutes"] = args.max_minutes
+    given = {
+        "tolerance": args.tolerance,
+        "min_events": args.min_events,
+        "window_share": args.window_share,
+    }
+    config = TrainerConfig(model=model, **{k: v for k, v in given.items() if v is not None})
+    _require_kafka(settings)
+    registry = args.registry or settings.model_registry
+    if args.every is None:
+        outcome = asyncio.run(retrain(settings, config, registry, args.work_dir))
+        print(outcome.summary())
+        if outcome.version is not None:
+            print(f"version at {outcome.version.uri}")
+        if outcome.announced is not None:
+            sent = outcome.announced
+            print(f"announced on {sent.topic} partition {sent.partition} offset {sent.offset}")
+        return 0
+    try:
+        asyncio.run(run_schedule(settings, config, registry, args.every, work_dir=args.work_dir))
+    except KeyboardInterrupt:
+        print("reco train: stopped", file=sys.stderr)
+    return 0
+
+
+def _cmd_rollback(args: argparse.Namespace, settings: Settings) -> int:
+    from models.registry import Registry
+    from streams.announce import announce
+    from streams.trainer import ensure_updates_topic
+
+    name = args.name or settings.model_name
+    registry = Registry(args.registry or settings.model_registry)
+    if args.announce:
+        _require_kafka(settings)  # before moving LATEST: no silent, unannounced rollback
+        asyncio.run(ensure_updates_topic(settings))
+    current = registry.latest_version(name)
+    version = registry.rollback(name)
+    print(f"rolled back {name} from {current} to {version.version} in {registry.root}")
+    if args.announce:
+        sent = asyncio.run(announce(version, settings))
+        print(f"announced on {sent.topic} partition {sent.partition} offset {sent.offset}")
+    return 0
+
+
 def _cmd_benchmark(args: argparse.Namespace, settings: Settings) -> int:
     from pathlib import Path
 
@@ -185,6 +237,70 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--name", default=None, help="data set name (default: from the file name)")
     sp.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
 
+    tp = sub.add_parser(
+        "train",
+        help="snapshot the event log, train SASRec, and publish and announce it if not worse",
+    )
+    tp.add_argument(
+        "--every",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="retrain on this schedule until stopped (default: once)",
+    )
+    tp.add_argument(
+        "--registry", default=None, help="registry directory (default: RECO_MODEL_REGISTRY)"
+    )
+    tp.add_argument("--epochs", type=int, default=None, help="most epochs to train")
+    tp.add_argument(
+        "--max-minutes", type=float, default=None, help="wall-clock cap on training, in minutes"
+    )
+    tp.add_argument(
+        "--tolerance",
+        type=float,
+        default=None,
+        help="publish when new NDCG@10 >= serving x (1 - T) (default: 0; negative demands a gain)",
+    )
+    tp.add_argument(
+        "--min-events",
+        type=int,
+        default=None,
+        help="refuse to train on fewer interactions (default: 1000)",
+    )
+    tp.add_argument(
+        "--window-share",
+        type=float,
+        default=None,
+        help="share of events in each held-back window, validation and test (default: 0.1)",
+    )
+    tp.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="FIELD=VALUE",
+        help="override a SASRec setting, e.g. hidden=32 (repeatable)",
+    )
+    tp.add_argument(
+        "--work-dir",
+        default=None,
+        help="where the snapshot is written (default: a temporary directory, removed after)",
+    )
+
+    rb = sub.add_parser(
+        "rollback",
+        help="point the registry back at the previous version and announce it",
+    )
+    rb.add_argument("--name", default=None, help="model name (default: RECO_MODEL_NAME)")
+    rb.add_argument(
+        "--registry", default=None, help="registry directory (default: RECO_MODEL_REGISTRY)"
+    )
+    rb.add_argument(
+        "--no-announce",
+        dest="announce",
+        action="store_false",
+        help="only move the registry's LATEST pointer; send no ModelUpdate",
+    )
+
     bp = sub.add_parser("benchmark", help="train and evaluate every model on data sets")
     bp.add_argument("datasets", nargs="+", help="data set names or files the importers read")
     bp.add_argument(
@@ -214,6 +330,8 @@ COMMANDS = {
     "demo": _cmd_demo,
     "publish": _cmd_publish,
     "snapshot": _cmd_snapshot,
+    "train": _cmd_train,
+    "rollback": _cmd_rollback,
     "benchmark": _cmd_benchmark,
 }
 

@@ -19,6 +19,8 @@ POPULARITY = "pop"  # zset item int -> interactions
 APPLIED_OFFSETS = "applied"  # hash "topic:partition" -> highest applied offset
 STATS = "stats"  # hash of global counters (events applied, duplicates, ...)
 USERS_SEEN = "users:hll"  # HyperLogLog of pseudonyms with at least one applied event
+TRENDING = "trend"  # zset item int -> time-decayed popularity (see apply_interactions.lua)
+TRENDING_EPOCH = "trend:t0"  # unix seconds the trending weights are relative to
 
 
 def seq(uid: str) -> str:
@@ -56,6 +58,11 @@ def user_keys(uid: str) -> tuple[str, ...]:
 def item_meta(item_id: str) -> str:
     """Hash of catalog fields of an item."""
     return f"item:{item_id}"
+
+
+def new_in_category(category: str) -> str:
+    """Zset of item ids by when they first appeared in this top-level category."""
+    return f"cat:new:{category}"
 
 
 def cooc(item_index: int) -> str:

@@ -8,17 +8,16 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from models.cooccurrence import REASON_COOC, Ranked, rank, recent_anchors
 from schemas.codec import Codec
 from schemas.errors import InvalidEventError, SchemaError
 from schemas.validation import validate
 from streams.pseudonym import Pseudonymiser
+from streams.serving.holder import ModelHolder
+from streams.serving.serve import Serving, reason_text
 from streams.settings import Settings
 from streams.state import Interaction, Store, event_hash
 from streams.state.neighbours import NeighbourCache
 from streams.state.store import APPLIED, REDELIVERED, ApplyResult, Preference
-
-BASELINE_VERSION = "cooccurrence-v1"
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,6 +52,7 @@ class Processor:
         codec: Codec | None = None,
         pseudonymiser: Pseudonymiser | None = None,
         clock: Callable[[], float] = time.time,
+        holder: ModelHolder | None = None,
     ) -> None:
         self.settings = settings
         self.store = store
@@ -66,6 +66,8 @@ class Processor:
             settings.top_k + min(settings.history_length, 50),
             settings.cooc_cache_s,
         )
+        self.holder = holder
+        self.serving = Serving(settings, store, holder, self.neighbours)
         # Counts not yet added to the shared Redis counters; the Lua step keeps its own.
         self._unflushed: Counter[str] = Counter()
         self._schema_of = {
@@ -117,6 +119,8 @@ class Processor:
     async def interactions(self, msgs: Sequence[Message]) -> list[Output]:
         """Purchases and reviews: update sequences, then recommend after each purchase."""
         out: list[Output] = []
+        if self.holder is not None:
+            self.holder.tick()
         good = self._accept(msgs, out)
         if not good:
             await self._flush_counts()
@@ -184,43 +188,31 @@ class Processor:
     async def _recommend(
         self, records: list[dict[str, Any]], histories: list[list[int]]
     ) -> list[Output]:
-        s = self.settings
-        anchors = {a for h in histories for a in recent_anchors(h, s.cooc_anchors)}
-        similar, top = await self.neighbours.get(anchors)
-        ranked = [rank(h, similar, top, s.top_k, s.cooc_anchors) for h in histories]
-        names = await self.store.item_ids(
-            {r.item for rs in ranked for r in rs}
-            | {r.anchor for rs in ranked for r in rs if r.anchor}
-        )
+        uids = [self.pseudonym(rec["user_id"]) for rec in records]
+        answers = await self.serving.recommend(uids, histories)
         now_ms = int(self.clock() * 1000)
         outputs = []
-        for rec, items in zip(records, ranked, strict=True):
+        for rec, answer in zip(records, answers, strict=True):
             value = {
                 "user_id": rec["user_id"],
                 "items": [
-                    {"item_id": names[r.item], "score": r.score, "reason": self._reason(r, names)}
-                    for r in items
+                    {"item_id": r.item_id, "score": r.score, "reason": reason_text(r)}
+                    for r in answer.items
                 ],
-                "model_version": BASELINE_VERSION,
+                "model_version": answer.version,
                 "segment": None,
                 "cause_event_id": rec["event_id"],
                 "ts": now_ms,
             }
             outputs.append(
                 Output(
-                    s.topic_recommendations,
+                    self.settings.topic_recommendations,
                     rec["user_id"].encode(),
                     self.codec.encode("Recommendation", value, validate=False),
                 )
             )
         self._count("recommendations", len(outputs))
         return outputs
-
-    @staticmethod
-    def _reason(r: Ranked[int], names: dict[int, str]) -> str:
-        if r.reason == REASON_COOC and r.anchor is not None:
-            return f"{REASON_COOC}:{names[r.anchor]}"
-        return r.reason
 
     async def catalog(self, msgs: Sequence[Message]) -> list[Output]:
         out: list[Output] = []
@@ -255,6 +247,8 @@ class Processor:
         # Shared counters let the demo and ops tools see every worker's totals.
         # Agents share this processor and interleave at every await: take the pending
         # counts and zero them before awaiting, so no increment is lost or sent twice.
+        if self.holder is not None:
+            self._unflushed.update(self.holder.take_counts())
         pending = {k: n for k, n in self._unflushed.items() if n}
         if not pending:
             return

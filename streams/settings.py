@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from typing import Literal
 
@@ -59,6 +60,36 @@ class Settings(BaseSettings):
     # data set like MovieLens) also wants a recommendation after each review.
     recommend_on_reviews: bool = False
 
+    # Serving: which registry model the workers follow on the model-updates topic.
+    model_name: str = "sasrec"
+    model_registry: str = "registry"  # directory of the model registry (trainer, rollback)
+    follow_models: bool = True  # load the versions announced on model-updates
+    wait_for_model_s: float = Field(0.0, ge=0)  # on start, wait this long for a model to load
+    # a version whose checkpoint metrics fall below these floors is rejected, e.g.
+    # RECO_MODEL_FLOORS='{"NDCG@10": 0.02}'
+    model_floors: dict[str, float] = Field(default_factory=dict)
+    canary_fraction: float = Field(0.0, ge=0.0, le=1.0)  # users a new version serves first
+    canary_seconds: float = Field(300.0, ge=0.0)  # then it serves everyone
+    # Scoring runs small ops per micro-batch: with more than one thread, each op waits at
+    # an OpenMP barrier for a thread the broker or Redis has descheduled, which made
+    # a forward pass up to 500x slower on 2 shared cores. Scale out with workers instead.
+    torch_threads: int = Field(1, ge=1)
+    candidates: int = Field(30, ge=1, le=5000)  # items scored before the business rules
+    exclude_seen: bool = True  # False for consumables bought again and again
+    cold_blend_events: int = Field(2, ge=0)  # histories this short blend in item-item neighbours
+    new_item_slot: bool = True  # last slot: newest item of the user's category, if unseen
+    trending_tau_s: float = Field(7 * 86_400.0, gt=0)  # time constant of trending decay
+    product_cache_s: float = Field(5.0, ge=0)  # catalog changes reach scoring within this
+
+    # Business rules (see models.rerank)
+    drop_out_of_stock: bool = True
+    min_price: float | None = Field(None, ge=0)
+    max_price: float | None = Field(None, ge=0)
+    margin_weight: float = Field(0.0, ge=0)
+    promo_boost: bool = True
+    max_per_category: int | None = Field(None, ge=1)
+    category_depth: int = Field(1, ge=1)
+
     batch_size: int = Field(2000, ge=1)
     batch_within_s: float = Field(0.005, gt=0)
     fetch_max_wait_ms: int = Field(5, ge=0)
@@ -98,6 +129,8 @@ class Settings(BaseSettings):
         for name, value in self.model_dump().items():
             if isinstance(value, SecretStr):
                 value = value.get_secret_value()
+            if isinstance(value, dict | list):
+                value = json.dumps(value)  # complex settings are read back as JSON
             if value is not None:
                 env[PREFIX + name.upper()] = str(value)
         env["KAFKA_BOOTSTRAP_SERVERS"] = self.kafka_bootstrap_servers or ""

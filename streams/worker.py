@@ -10,13 +10,17 @@ from pathlib import Path
 from typing import Any
 
 import faust
+import torch
 from faust.transport.drivers import aiokafka as faust_kafka
 from redis.exceptions import RedisError
 
 from schemas.errors import ConfigError, ServiceError
 from streams.processor import Message, Output, Processor
+from streams.serving.follow import follow
+from streams.serving.holder import ModelHolder
 from streams.settings import Settings
 from streams.state import Store
+from streams.web import register_routes
 
 log = logging.getLogger(__name__)
 
@@ -81,6 +85,18 @@ def create_app(settings: Settings, bootstrap: str, redis_url: str) -> faust.App:
     app.fetch_max_wait_ms = settings.fetch_max_wait_ms
     state: dict[str, Processor] = {}
     lock = asyncio.Lock()
+    holder = (
+        ModelHolder(
+            settings.model_name,
+            settings.model_floors,
+            settings.canary_fraction,
+            settings.canary_seconds,
+        )
+        if settings.follow_models
+        else None
+    )
+    app.holder = holder  # type: ignore[attr-defined]
+    torch.set_num_threads(settings.torch_threads)
 
     async def processor() -> Processor:
         # Created lazily inside the worker's event loop, shared by every agent.
@@ -91,10 +107,21 @@ def create_app(settings: Settings, bootstrap: str, redis_url: str) -> faust.App:
                     history_length=settings.history_length,
                     cooc_window=settings.cooc_window,
                     cooc_cap=2 * settings.cooc_neighbours,
+                    trending_tau_s=settings.trending_tau_s,
                 )
                 await store.ping()
-                state["p"] = Processor(settings, store)
+                state["p"] = Processor(settings, store, holder=holder)
             return state["p"]
+
+    app.processor = processor  # type: ignore[attr-defined]
+    if settings.web_enabled:
+        register_routes(app, settings, processor, holder)
+
+    if holder is not None:
+
+        @app.task
+        async def follow_models() -> None:
+            await follow(settings, holder)
 
     async def send(outputs: list[Output]) -> None:
         # Straight to the Kafka producer, bypassing Faust's one-message-at-a-time send
@@ -109,6 +136,13 @@ def create_app(settings: Settings, bootstrap: str, redis_url: str) -> faust.App:
     async def run(stream: faust.StreamT, pick: Callable[[Processor], Handler]) -> None:
         proc = await processor()
         handler = pick(proc)
+        if holder is not None and settings.wait_for_model_s > 0:
+            # On boot, scoring the first events with the baseline while the announced
+            # model loads would mix versions for no reason: give the load a moment.
+            try:
+                await asyncio.wait_for(holder.ready.wait(), settings.wait_for_model_s)
+            except TimeoutError:
+                log.warning("no model after %.0fs; serving the baseline", settings.wait_for_model_s)
         # take_events is on faust's Stream but missing from its StreamT interface.
         batches = stream.take_events(  # type: ignore[attr-defined]
             settings.batch_size, within=settings.batch_within_s

@@ -2,8 +2,9 @@
 -- idempotently, and maintains item popularity and bounded item-item co-occurrence.
 --
 -- KEYS: 1 items:idx  2 items:id  3 items:next  4 pop  5 applied  6 stats  7 users (HLL)
+--       8 trending (zset)  9 trending epoch (unix seconds)
 -- ARGV: 1 max history length  2 co-occurrence window  3 co-occurrence cap per item
---       4 number of events, then 6 values per event:
+--       4 number of events  5 trending time constant (seconds), then 6 values per event:
 --       pseudonym, 6-byte event hash, item id, ts (unix seconds), "topic:partition", offset
 --
 -- A sequence is one string of 14-byte entries sorted by time:
@@ -27,6 +28,7 @@ local maxlen = tonumber(ARGV[1])
 local window = tonumber(ARGV[2])
 local cap = tonumber(ARGV[3])
 local n = tonumber(ARGV[4])
+local tau = tonumber(ARGV[5])
 
 local blobs, before, order, dirty = {}, {}, {}, {}
 local edges, edge_dirty = {}, {}
@@ -54,6 +56,10 @@ end
 -- Counter updates are summed over the batch and written once per key and member:
 -- the same pairs and items recur within a batch, and each redis.call costs.
 local pair_counts, pop_counts = {}, {}
+-- Trending is popularity decayed by event time: an event at ts adds exp((ts - t0) / tau)
+-- to its item, so reading the set ranks by sum of exp(-(now - ts) / tau) for any now.
+-- t0 moves forward (and the set is rescaled) before the weights could overflow.
+local trend_events = {}
 
 local function bump_pair(a, b)
   local row = pair_counts[a]
@@ -82,6 +88,24 @@ local function write_counts()
   end
   for idx, c in pairs(pop_counts) do
     redis.call('ZINCRBY', KEYS[4], c, idx)
+  end
+  if #trend_events == 0 then return end
+  local newest = trend_events[1][2]
+  for _, ev in ipairs(trend_events) do
+    if ev[2] > newest then newest = ev[2] end
+  end
+  local t0 = tonumber(redis.call('GET', KEYS[9]) or newest)
+  if newest - t0 > 30 * tau then
+    redis.call('ZUNIONSTORE', KEYS[8], 1, KEYS[8], 'WEIGHTS', math.exp((t0 - newest) / tau))
+    t0 = newest
+  end
+  redis.call('SET', KEYS[9], t0)
+  local trend = {}
+  for _, ev in ipairs(trend_events) do
+    trend[ev[1]] = (trend[ev[1]] or 0) + math.exp((ev[2] - t0) / tau)
+  end
+  for idx, w in pairs(trend) do
+    redis.call('ZINCRBY', KEYS[8], w, idx)
   end
 end
 
@@ -137,7 +161,7 @@ local function trim(uid, blob)
 end
 
 for e = 0, n - 1 do
-  local base = 5 + e * 6
+  local base = 6 + e * 6
   local uid, h, item = ARGV[base], ARGV[base + 1], ARGV[base + 2]
   local ts, tp, off = tonumber(ARGV[base + 3]), ARGV[base + 4], tonumber(ARGV[base + 5])
 
@@ -184,6 +208,7 @@ for e = 0, n - 1 do
         k = k - 1
       end
       pop_counts[idx] = (pop_counts[idx] or 0) + 1
+      trend_events[#trend_events + 1] = {idx, ts}
       blob = string.sub(blob, 1, ins * ENTRY) .. struct.pack('>I4I4c6', ts, idx, h)
         .. string.sub(blob, ins * ENTRY + 1)
       blob = trim(uid, blob)

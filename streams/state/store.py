@@ -68,9 +68,11 @@ class Store:
         history_length: int = 200,
         cooc_window: int = 3,
         cooc_cap: int = 100,
+        trending_tau_s: float = 7 * 86_400,
     ) -> None:
         self.redis = redis
         self.history_length = history_length
+        self.trending_tau_s = trending_tau_s
         self.cooc_window = cooc_window
         self.cooc_cap = cooc_cap
         self._apply = redis.register_script(_script("apply_interactions.lua"))
@@ -97,7 +99,13 @@ class Store:
         """Apply a batch in one atomic script call; see apply_interactions.lua."""
         if not events:
             return ApplyResult([], [], {})
-        argv: list[Any] = [self.history_length, self.cooc_window, self.cooc_cap, len(events)]
+        argv: list[Any] = [
+            self.history_length,
+            self.cooc_window,
+            self.cooc_cap,
+            len(events),
+            self.trending_tau_s,
+        ]
         for ev in events:
             argv += [ev.uid, ev.event_hash, ev.item_id, ev.ts_s, ev.source, ev.offset]
         statuses, idxs, uids, blobs = await self._apply(
@@ -109,6 +117,8 @@ class Store:
                 keys.APPLIED_OFFSETS,
                 keys.STATS,
                 keys.USERS_SEEN,
+                keys.TRENDING,
+                keys.TRENDING_EPOCH,
             ],
             args=argv,
         )
@@ -143,6 +153,38 @@ class Store:
             pop.update((m, float(s or 0.0)) for m, s in zip(order, scores, strict=True))
         return lists, top, pop
 
+    async def trending(self, n: int) -> list[tuple[int, float]]:
+        """The ``n`` items with the highest time-decayed popularity, best first."""
+        reply = await self.redis.execute_command("ZREVRANGE", keys.TRENDING, 0, n - 1, "WITHSCORES")
+        return _pairs(reply)
+
+    async def new_items(self, categories: Iterable[str], n: int) -> dict[str, list[str]]:
+        """The ``n`` newest item ids of each top-level category, newest first."""
+        order = list(dict.fromkeys(categories))
+        if not order:
+            return {}
+        pipe = self.redis.pipeline(transaction=False)
+        for c in order:
+            pipe.zrevrange(keys.new_in_category(c), 0, n - 1)
+        replies = await pipe.execute()
+        return {
+            c: [m.decode() if isinstance(m, bytes) else m for m in rep]
+            for c, rep in zip(order, replies, strict=True)
+        }
+
+    async def consent_withdrawn(self, uids: Iterable[str]) -> set[str]:
+        """Those of ``uids`` whose latest consent event withdrew consent."""
+        order = list(dict.fromkeys(uids))
+        if not order:
+            return set()
+        pipe = self.redis.pipeline(transaction=False)
+        for uid in order:
+            pipe.hget(keys.prefs(uid), "consent")
+        replies = await pipe.execute()
+        return {
+            u for u, v in zip(order, replies, strict=True) if v is not None and v.endswith(b":0")
+        }
+
     async def item_ids(self, idxs: Iterable[int]) -> dict[int, str]:
         missing = [i for i in set(idxs) if i not in self._item_ids]
         if missing:
@@ -151,6 +193,11 @@ class Store:
                 if v is not None:
                     self._item_ids[i] = v.decode() if isinstance(v, bytes) else v
         return self._item_ids
+
+    async def history(self, uid: str) -> list[int]:
+        """A user's retained history as item indices, oldest first (what scoring reads)."""
+        blob = await self.redis.get(keys.seq(uid))
+        return [int(i) for i in decode_sequence(blob if isinstance(blob, bytes) else None)["item"]]
 
     async def sequence(self, uid: str) -> list[tuple[int, str]]:
         """A user's retained history as (ts seconds, item id), oldest first."""
@@ -166,11 +213,11 @@ class Store:
             for name in ("title", "brand", "price", "stock", "margin", "promo"):
                 if p.get(name) is not None:
                     fields += [name, p[name]]
+            where = [keys.item_meta(p["item_id"])]
             if p.get("category"):
                 fields += ["category", "/".join(p["category"])]
-            await self._product(
-                keys=[keys.item_meta(p["item_id"])], args=[p["ts"], *fields], client=pipe
-            )
+                where.append(keys.new_in_category(p["category"][0]))
+            await self._product(keys=where, args=[p["ts"], p["item_id"], *fields], client=pipe)
         return [bool(r) for r in await pipe.execute()]
 
     async def item_meta(self, item_ids: Sequence[str]) -> dict[str, dict[str, str]]:

@@ -214,6 +214,13 @@ def logical_snapshot(client: redis.Redis) -> dict[str, Any]:
             ]
         elif k == keys.POPULARITY:
             out[k] = {names[int(m)]: s for m, s in zscores(client, key)}
+        elif k == keys.TRENDING_EPOCH:
+            continue  # set by whichever batch came first; TRENDING is compared to scale
+        elif k == keys.TRENDING:
+            # Sums of floats relative to that epoch: equal up to one scale and rounding.
+            scores = {names[int(m)]: s for m, s in zscores(client, key)}
+            top = max(scores.values(), default=1.0)
+            out[k] = {n: round(s / top, 6) for n, s in scores.items()}
         elif k.startswith("co:"):
             anchor = names[int(k[3:])]
             out["co:" + anchor] = {names[int(m)]: s for m, s in zscores(client, key)}

@@ -1,0 +1,110 @@
+"""Top-K next items for a batch of live histories, with a reason per item, in one forward pass.
+
+The serving side of a sequence model: histories arrive as lists of the model's item
+indices (the stream maps its own ids to them), and each recommended item comes back
+with the history item it is most similar to, for "because you bought X".
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from models.train import SequenceRecommender
+
+
+@dataclass(frozen=True)
+class TopK:
+    items: np.ndarray  # [B, k] model item indices, best first; 0 = no item (too few left)
+    scores: np.ndarray  # [B, k] model scores, -inf where items is 0
+    because: np.ndarray  # [B, k] history item most similar to each recommended item, 0 = none
+
+
+def _left_padded(rows: Sequence[Sequence[int]], width: int) -> torch.Tensor:
+    out = np.zeros((len(rows), max(1, width)), np.int64)
+    for r, row in enumerate(rows):
+        tail = row[-width:] if width else []
+        if len(tail):
+            out[r, -len(tail) :] = tail
+    return torch.from_numpy(out)
+
+
+@torch.no_grad()
+def top_k(
+    model: SequenceRecommender,
+    histories: Sequence[Sequence[int]],
+    k: int,
+    exclude_seen: bool = True,
+    times: Sequence[Sequence[int]] | None = None,
+) -> TopK:
+    """Best ``k`` items after each history (model indices, oldest first).
+
+    ``exclude_seen`` removes every item of the whole history, not only of the last
+    ``maxlen`` that the model reads. ``times`` (epoch ms per item) feed the time-gap
+    feature of models trained with it.
+    """
+    net = model.net
+    if net is None:
+        raise RuntimeError(f"{model.name} is not fitted")
+    n = len(histories)
+    n_items = len(model.item_ids)
+    k = max(0, min(k, n_items))
+    if n == 0 or k == 0:
+        empty = np.zeros((n, k), np.int64)
+        return TopK(empty, np.full((n, k), -np.inf, np.float32), empty)
+    maxlen = model.config.maxlen
+    width = min(maxlen, max(len(h) for h in histories))
+    ids = _left_padded(histories, width)
+    stamps = (
+        _left_padded(times, width)
+        if times is not None
+        else torch.zeros_like(ids)  # no gaps known: every gap reads as "same minute"
+    )
+    device = model.config.device
+    scores = net.scores(ids.to(device), stamps.to(device)).float()  # [B, n_items + 1]
+    scores[:, 0] = -torch.inf
+    if exclude_seen:
+        seen = _left_padded(histories, max(len(h) for h in histories)).to(device)
+        scores.scatter_(1, seen, -torch.inf)  # padding 0 lands on column 0, already -inf
+    best, top = torch.topk(scores, k, dim=1)  # [B, k]
+    top = torch.where(torch.isfinite(best), top, torch.zeros_like(top))
+    # The history item closest to each recommendation in the model's own item space.
+    table = net.encoder.items()  # [n_items + 1, d]
+    ids = ids.to(device)
+    similarity = table[top] @ table[ids].transpose(1, 2)  # [B, k, L]
+    similarity = similarity.masked_fill((ids == 0).unsqueeze(1), -torch.inf)
+    because = ids.gather(1, similarity.argmax(-1))  # [B, k]
+    because = torch.where(top > 0, because, torch.zeros_like(because))
+    return TopK(top.cpu().numpy(), best.cpu().numpy(), because.cpu().numpy())
+
+
+def canary_check(model: SequenceRecommender, users: int = 16, seed: int = 0) -> str | None:
+    """Why ``model`` must not serve, or None: scores random histories and checks them.
+
+    Catches what a checkpoint that loads can still get wrong: scores of the wrong
+    shape, NaN or infinite scores (diverged or corrupted weights).
+    """
+    n_items = len(model.item_ids)
+    if n_items == 0:
+        return "the model knows no items"
+    rng = np.random.default_rng(seed)
+    lengths = rng.integers(1, model.config.maxlen + 1, users)
+    histories = [rng.integers(1, n_items + 1, int(n)).tolist() for n in lengths]
+    try:
+        net = model.net
+        if net is None:
+            return "the model is not fitted"
+        with torch.no_grad():
+            ids = _left_padded(histories, int(lengths.max()))
+            scores = net.scores(ids, torch.zeros_like(ids)).float()
+    except Exception as exc:
+        return f"scoring a canary batch failed: {exc!r}"
+    if tuple(scores.shape) != (users, n_items + 1):
+        return f"canary scores have shape {tuple(scores.shape)}, expected {(users, n_items + 1)}"
+    bad = int((~torch.isfinite(scores[:, 1:])).sum())
+    if bad:
+        return f"canary scores hold {bad} NaN or infinite values"
+    return None

@@ -1,0 +1,50 @@
+"""Prometheus metrics of a worker: one registry per process, exposed on ``/metrics``."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
+
+REGISTRY = CollectorRegistry(auto_describe=True)
+
+EVENTS = Counter(
+    "reco_events",
+    "Events consumed, by topic kind and outcome",
+    ["kind", "outcome"],
+    registry=REGISTRY,
+)
+RECOMMENDATIONS = Counter(
+    "reco_recommendations", "Recommendations emitted, by path", ["path"], registry=REGISTRY
+)
+DEAD_LETTERS = Counter(
+    "reco_dead_letters", "Records sent to the dead-letter topic", registry=REGISTRY
+)
+BATCH_SECONDS = Histogram(
+    "reco_batch_seconds",
+    "Time to process one micro-batch, by agent",
+    ["agent"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
+    registry=REGISTRY,
+)
+EVENT_LATENCY = Histogram(
+    "reco_event_latency_seconds",
+    "From the event's timestamp on the broker to its recommendation being produced",
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
+    registry=REGISTRY,
+)
+HTTP_SECONDS = Histogram(
+    "reco_http_seconds",
+    "HTTP request time, by route",
+    ["route"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 1.0),
+    registry=REGISTRY,
+)
+MODEL = Info("reco_model", "Model version serving (and its canary)", registry=REGISTRY)
+MODEL_SWAPS = Counter("reco_model_swaps", "Model versions swapped in", registry=REGISTRY)
+MODEL_REJECTED = Counter(
+    "reco_model_rejected", "Model versions rejected, by reason kind", ["reason"], registry=REGISTRY
+)
+MODEL_LOADED_AT = Gauge(
+    "reco_model_loaded_timestamp_seconds",
+    "When the serving version was swapped in",
+    registry=REGISTRY,
+)

@@ -1,0 +1,54 @@
+"""Serving a trained sequence model: top-K with seen items removed, reasons, canary checks."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from models.data import from_dataset, from_lists
+from models.datasets import generate
+from models.sasrec import SASRec, SASRecConfig
+from models.serving import canary_check, top_k
+from models.split import leave_one_out
+
+
+@pytest.fixture(scope="module")
+def model() -> SASRec:
+    data = generate(n_users=300, n_items=60, n_categories=4, events_per_user=(5, 12), seed=5)
+    split = leave_one_out(from_dataset(data))
+    config = SASRecConfig(hidden=16, epochs=3, batch_size=64, progress=False, threads=1)
+    return SASRec(config).fit(split.train, split.valid)
+
+
+def test_top_k_matches_full_scores_without_seen_items(model: SASRec) -> None:
+    histories = [[3, 7, 9], [1], [5, 5, 2, 8, 11, 4]]
+    got = top_k(model, histories, k=5)
+    full = model.score(from_lists(histories))
+    for row, history in enumerate(histories):
+        scores = full[row].copy()
+        scores[0] = -np.inf
+        scores[history] = -np.inf
+        expected = np.argsort(-scores, kind="stable")[:5]
+        assert got.items[row].tolist() == expected.tolist()
+        assert not set(got.items[row].tolist()) & set(history)
+        assert np.allclose(got.scores[row], scores[expected], atol=1e-5)
+        assert set(got.because[row].tolist()) <= set(history)
+
+
+def test_history_beyond_maxlen_is_still_excluded(model: SASRec) -> None:
+    n = len(model.item_ids)
+    long = list(range(1, n - 4))  # longer than maxlen 50, so most is never read
+    got = top_k(model, [long], k=10)
+    assert set(got.items[0][got.items[0] > 0].tolist()) <= set(range(n - 4, n + 1))
+    assert (got.items[0] == 0).sum() == 10 - 5  # only 5 unseen items are left
+
+
+def test_canary_accepts_a_trained_model_and_rejects_nan_weights(model: SASRec) -> None:
+    assert canary_check(model) is None
+    broken = SASRec.from_checkpoint(model.to_checkpoint())
+    assert broken.net is not None
+    with torch.no_grad():
+        broken.net.encoder.item.weight[5].fill_(float("nan"))
+    reason = canary_check(broken)
+    assert reason is not None and "NaN" in reason

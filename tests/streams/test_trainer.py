@@ -1,0 +1,235 @@
+"""Retraining from the event log: publish when not worse, keep the serving version otherwise,
+and roll back, against a real broker."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+from models.checkpoint import Checkpoint
+from models.data import from_dataset
+from models.datasets import generate, to_messages
+from models.registry import Registry
+from schemas.codec import Codec
+from schemas.errors import ConfigError
+from streams.cli import main
+from streams.settings import Settings
+from streams.topics import delete_topics
+from streams.trainer import (
+    SNAPSHOT_FILE,
+    TrainerConfig,
+    TrainerError,
+    parse_model_overrides,
+    retrain,
+    run_schedule,
+)
+from tests.streams.harness import consume, make_settings, publish_records, run
+
+pytestmark = pytest.mark.integration
+
+TINY: dict[str, Any] = {
+    "hidden": 16,
+    "blocks": 1,
+    "maxlen": 20,
+    "epochs": 3,
+    "eval_steps": 1,
+    "batch_size": 64,
+    "threads": 1,
+}
+TINY_ARGS = [f"--set={k}={v}" for k, v in TINY.items() if k != "epochs"] + ["--epochs", "2"]
+
+
+@pytest.fixture(scope="module")
+def logged(kafka_bootstrap: str, redis_url: str) -> Iterator[tuple[Settings, int]]:
+    """Settings whose input topics hold a synthetic event log, and its interaction count."""
+    s = make_settings(kafka_bootstrap, redis_url)
+    ds = generate(n_users=300, n_items=60, n_categories=6, events_per_user=(4, 10), seed=7)
+    publish_records(s, to_messages(ds))
+    yield s, from_dataset(ds).n_events
+    run(delete_topics(kafka_bootstrap, s.topic_partitions()))
+
+
+def _with_updates_topic(s: Settings, make_topic: Callable[..., str]) -> Settings:
+    topic = make_topic("model-updates", partitions=s.partitions)
+    return s.model_copy(update={"topic_model_updates": topic})
+
+
+def _updates(s: Settings, count: int, timeout: float) -> list[dict[str, Any]]:
+    codec = Codec(s.wire_format)
+    records = consume(s, s.topic_model_updates, count, timeout=timeout)
+    assert all(r.key == s.model_name.encode() for r in records)
+    return [codec.decode("ModelUpdate", r.value) for r in records]
+
+
+def test_first_run_publishes_and_a_run_that_does_not_beat_it_keeps_it(
+    logged: tuple[Settings, int], topic_factory: Callable[..., str], tmp_path: Path
+) -> None:
+    s, n_events = logged
+    s = _with_updates_topic(s, topic_factory)
+    root, work = tmp_path / "registry", tmp_path / "work"
+    registry = Registry(root)
+
+    first = run(retrain(s, TrainerConfig(model=TINY, min_events=100), root, work))
+    assert first.published and first.version is not None
+    assert (first.serving, first.serving_version) == (None, None)
+    assert "no serving version" in first.reason
+    assert first.events == n_events
+    assert (work / SNAPSHOT_FILE).is_file()
+    assert 0 < first.candidate <= 1  # the bar below must be above zero to mean anything
+    assert registry.latest_version("sasrec") == first.version.version
+    stored = registry.load("sasrec").metrics
+    assert stored["NDCG@10"] == first.candidate == first.metrics["NDCG@10"]
+    assert stored["interactions"] == n_events and stored["users"] > 0
+    assert first.announced is not None
+    (update,) = _updates(s, 1, timeout=30)
+    assert update == first.version.to_record()
+
+    # Same data, same seed: the candidate cannot be 50% better than the model it repeats.
+    strict = TrainerConfig(model=TINY, min_events=100, tolerance=-0.5)
+    second = run(retrain(s, strict, root))
+    assert not second.published and second.version is None and second.announced is None
+    assert second.serving_version == first.version.version
+    # the serving checkpoint, remapped onto the same catalogue, scores as it did when new
+    assert second.serving == pytest.approx(first.candidate)
+    assert f"< serving {first.version.version}" in second.reason
+    assert second.metrics["serving:NDCG@10"] == pytest.approx(first.candidate)
+    assert registry.versions("sasrec") == [first.version.version]
+    assert registry.latest_version("sasrec") == first.version.version
+    assert len(_updates(s, 2, timeout=3)) == 1
+
+
+def test_cli_trains_twice_then_rolls_back_and_announces_the_older_version(
+    logged: tuple[Settings, int],
+    topic_factory: Callable[..., str],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    s = _with_updates_topic(logged[0], topic_factory)
+    root = tmp_path / "registry"
+    env = {
+        "KAFKA_BOOTSTRAP_SERVERS": s.kafka_bootstrap_servers or "",
+        "RECO_TOPIC_PURCHASES": s.topic_purchases,
+        "RECO_TOPIC_REVIEWS": s.topic_reviews,
+        "RECO_TOPIC_CATALOG": s.topic_catalog,
+        "RECO_TOPIC_MODEL_UPDATES": s.topic_model_updates,
+        "RECO_MODEL_REGISTRY": str(root),
+    }
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+
+    # tolerance 1: any candidate clears a bar of serving x 0
+    train = ["train", *TINY_ARGS, "--min-events", "100", "--tolerance", "1"]
+    assert main(train) == 0
+    assert main(train) == 0
+    out = capsys.readouterr().out
+    assert out.count("published sasrec") == 2 and out.count("announced on") == 2
+    registry = Registry(root)
+    older, newer = registry.versions("sasrec")
+    assert registry.latest_version("sasrec") == newer
+
+    assert main(["rollback"]) == 0
+    out = capsys.readouterr().out
+    assert f"rolled back sasrec from {newer} to {older}" in out
+    assert "announced on" in out
+    assert registry.latest_version("sasrec") == older
+    assert [u["version"] for u in _updates(s, 3, timeout=30)] == [older, newer, older]
+
+    assert main(["rollback"]) == 2  # nothing older than the first version
+    assert "nothing to roll back to" in capsys.readouterr().err
+    assert registry.latest_version("sasrec") == older
+
+
+def test_too_few_events_is_refused_and_the_schedule_keeps_going(
+    logged: tuple[Settings, int], tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    s, n_events = logged
+    root = tmp_path / "registry"
+    picky = TrainerConfig(model=TINY, min_events=n_events + 1)
+    with pytest.raises(TrainerError, match=f"{n_events} interactions, fewer than min_events"):
+        run(retrain(s, picky, root))
+
+    caplog.set_level(logging.ERROR, logger="streams.trainer")
+
+    def failures() -> int:
+        return sum("fewer than min_events" in r.getMessage() for r in caplog.records)
+
+    async def scenario() -> int:
+        stop = asyncio.Event()
+        task = asyncio.create_task(run_schedule(s, picky, root, 0.2, stop))
+        deadline = time.monotonic() + 60
+        while failures() < 2 and time.monotonic() < deadline and not task.done():
+            await asyncio.sleep(0.05)
+        stop.set()
+        return await asyncio.wait_for(task, 30)
+
+    runs = run(scenario())
+    assert failures() >= 2 and runs == failures()
+    assert Registry(root).versions("sasrec") == []
+
+
+def test_without_a_broker_commands_fail_clearly_and_the_schedule_survives(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    for key in ("KAFKA_BOOTSTRAP_SERVERS", "RECO_KAFKA_BOOTSTRAP_SERVERS"):
+        monkeypatch.delenv(key, raising=False)
+    root = tmp_path / "registry"
+    monkeypatch.setenv("RECO_MODEL_REGISTRY", str(root))
+
+    assert main(["train"]) == 2
+    assert "KAFKA_BOOTSTRAP_SERVERS" in capsys.readouterr().err
+    assert main(["train", "--set", "hidden=big"]) == 2
+    assert "hidden='big': expected a int" in capsys.readouterr().err
+    assert main(["train", "--set", "nope=1"]) == 2
+    assert "unknown SASRec settings ['nope']" in capsys.readouterr().err
+
+    registry = Registry(root)
+    ckpt = Checkpoint(kind="sasrec", config={}, state_dict={"w": torch.zeros(1)}, item_ids=["a"])
+    first, second = registry.publish(ckpt, "sasrec"), registry.publish(ckpt, "sasrec")
+    assert main(["rollback"]) == 2  # announcing needs a broker: LATEST must not move silently
+    assert "KAFKA_BOOTSTRAP_SERVERS" in capsys.readouterr().err
+    assert registry.latest_version("sasrec") == second.version
+    assert main(["rollback", "--no-announce"]) == 0
+    assert f"to {first.version}" in capsys.readouterr().out
+    assert registry.latest_version("sasrec") == first.version
+
+    caplog.set_level(logging.ERROR, logger="streams.trainer")
+
+    async def scenario() -> int:
+        stop = asyncio.Event()
+        task = asyncio.create_task(run_schedule(Settings(), TrainerConfig(), root, 0.05, stop))
+        while len(caplog.records) < 3 and not task.done():
+            await asyncio.sleep(0.01)
+        stop.set()
+        return await asyncio.wait_for(task, 10)
+
+    assert run(scenario()) >= 3
+    assert all("KAFKA_BOOTSTRAP_SERVERS" in r.getMessage() for r in caplog.records)
+
+
+def test_trainer_config_rejects_what_would_fail_mid_run() -> None:
+    assert parse_model_overrides(["epochs=3", "loss=bce"]) == {"epochs": 3, "loss": "bce"}
+    with pytest.raises(ConfigError, match="expected field=value"):
+        parse_model_overrides(["epochs"])
+    assert TrainerConfig(metric="HR@20").ks() == (10, 20)
+    for bad in (
+        {"window_share": 0.5},
+        {"tolerance": float("nan")},
+        {"min_events": 0},
+        {"metric": "Coverage@10"},
+        {"model": {"loss": "hinge"}},
+    ):
+        with pytest.raises(ConfigError):
+            TrainerConfig(**bad)
+    with pytest.raises(ConfigError, match="interval"):
+        run(run_schedule(Settings(), TrainerConfig(), "registry", 0))
