@@ -19,6 +19,7 @@ import math
 import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
 RULE_PROMO = "promo"
 RULE_MARGIN = "margin"
@@ -138,8 +139,9 @@ class RerankConfig:
         return self.min_price is not None or self.max_price is not None
 
 
-@dataclass(frozen=True, slots=True)
-class Candidate:
+# Tuples, not frozen dataclasses: tens of them are built per recommendation on the hot
+# path, and a frozen dataclass's __init__ costs several times more.
+class Candidate(NamedTuple):
     """One scored item from a model."""
 
     item_id: str
@@ -147,8 +149,7 @@ class Candidate:
     reason: str  # e.g. "because_you_bought:X", "trending"
 
 
-@dataclass(frozen=True, slots=True)
-class Reranked:
+class Reranked(NamedTuple):
     """One item of the final list."""
 
     item_id: str
@@ -209,6 +210,26 @@ def _log_preference(score: float, top: float) -> float:
     return 0.0 if score == math.inf else -math.inf
 
 
+class Rule(NamedTuple):
+    """What the business rules say about one item, computed once per catalog refresh."""
+
+    dropped: bool
+    log_factor: float  # log of the capped business factor
+    rule: str | None
+    group: str  # category key for the diversity cap; "" = uncategorised (exempt)
+
+
+def rule_of(product: Product, config: RerankConfig) -> Rule:
+    """The rules' verdict on one item under ``config``.
+
+    >>> rule_of(Product("i", category="Toys/Cars", promo=2.0), RerankConfig())
+    Rule(dropped=False, log_factor=0.6931471805599453, rule='promo', group='Toys')
+    """
+    f, rule = factor(product, config)
+    group = category_key(product.category, config.category_depth) if product.category else ""
+    return Rule(dropped(product, config), math.log(f) if f != 1.0 else 0.0, rule, group)
+
+
 def rerank(
     candidates: Sequence[Candidate],
     products: Mapping[str, Product],
@@ -227,52 +248,69 @@ def rerank(
     >>> [(r.item_id, round(r.score, 3), r.rule) for r in out]
     [('b', 1.0, 'promo'), ('a', 0.68, None)]
     """
+    ids = [c.item_id for c in candidates]
+    rules = {i: rule_of(products.get(i) or Product(i), config) for i in set(ids)}
+    return rerank_lists(
+        ids,
+        [c.score for c in candidates],
+        [c.reason for c in candidates],
+        rules,
+        config.max_per_category,
+        k,
+    )
+
+
+def rerank_lists(
+    item_ids: Sequence[str],
+    scores: Sequence[float],
+    reasons: Sequence[str],
+    rules: Mapping[str, Rule],
+    cap: int | None,
+    k: int,
+) -> list[Reranked]:
+    """``rerank`` on parallel lists with the rules already looked up: the hot path.
+
+    ``rules`` must hold every item id; ``cap`` is ``RerankConfig.max_per_category``.
+    """
     if k < 0:
         raise ValueError(f"k must be >= 0 (got {k})")
     if k == 0:
         return []
 
-    best: dict[str, Candidate] = {}
-    for c in candidates:
+    best: dict[str, int] = {}  # item -> index of its best candidate
+    for index, (item, score) in enumerate(zip(item_ids, scores, strict=True)):
         # NaN fails every comparison; -inf is a model's mask.
-        if not c.score > -math.inf:
+        if not score > -math.inf:
             continue
-        seen = best.get(c.item_id)
-        if seen is None or c.score > seen.score:
-            best[c.item_id] = c
+        seen = best.get(item)
+        if seen is None or score > scores[seen]:
+            best[item] = index
 
-    kept: list[tuple[Candidate, Product]] = []
-    for item_id, c in best.items():
-        product = products.get(item_id)
-        if product is None:
-            product = Product(item_id)
-        if not dropped(product, config):
-            kept.append((c, product))
+    kept = [(i, rules[item]) for item, i in best.items() if not rules[item].dropped]
     if not kept:
         return []
-
-    top = max(c.score for c, _ in kept)
-    # (log final before normalisation, candidate, rule, category)
-    rows: list[tuple[float, Candidate, str | None, str]] = []
-    for c, product in kept:
-        log_pref = _log_preference(c.score, top)
-        f, rule = factor(product, config)
-        log_final = log_pref + math.log(f) if f != 1.0 else log_pref
-        rows.append((log_final, c, rule, product.category))
-    rows.sort(key=lambda r: (-r[0], -r[1].score, r[1].item_id))
+    top = max(scores[i] for i, _ in kept)
+    # (log final before normalisation, raw score, item id, candidate index, rule)
+    rows = [
+        (_log_preference(scores[i], top) + rule.log_factor, scores[i], item_ids[i], i, rule)
+        for i, rule in kept
+    ]
+    rows.sort(key=_order)
 
     best_log = rows[0][0]
-    cap = config.max_per_category
     counts: dict[str, int] = {}
     out: list[Reranked] = []
-    for log_final, c, rule, category in rows:
-        if cap is not None and category:
-            group = category_key(category, config.category_depth)
-            if counts.get(group, 0) >= cap:
+    for log_final, _, item, i, rule in rows:
+        if cap is not None and rule.group:
+            if counts.get(rule.group, 0) >= cap:
                 continue
-            counts[group] = counts.get(group, 0) + 1
+            counts[rule.group] = counts.get(rule.group, 0) + 1
         score = max(math.exp(log_final - best_log), SCORE_FLOOR)
-        out.append(Reranked(c.item_id, score, c.reason, rule))
+        out.append(Reranked(item, score, reasons[i], rule.rule))
         if len(out) == k:
             break
     return out
+
+
+def _order(row: tuple[float, float, str, int, Rule]) -> tuple[float, float, str]:
+    return (-row[0], -row[1], row[2])

@@ -21,6 +21,10 @@ STATS = "stats"  # hash of global counters (events applied, duplicates, ...)
 USERS_SEEN = "users:hll"  # HyperLogLog of pseudonyms with at least one applied event
 TRENDING = "trend"  # zset item int -> time-decayed popularity (see apply_interactions.lua)
 TRENDING_EPOCH = "trend:t0"  # unix seconds the trending weights are relative to
+CATALOG_VERSION = "catalog:version"  # counter of applied catalog changes
+CATALOG_CHANGES = "catalog:changes"  # zset item id -> version of its latest change
+CATALOG_FLOOR = "catalog:floor"  # highest version trimmed from the change log
+CONSENT_WITHDRAWN = "consent:withdrawn"  # set of pseudonyms whose latest choice withdrew consent
 
 
 def seq(uid: str) -> str:

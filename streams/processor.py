@@ -148,7 +148,8 @@ class Processor:
         if any(wanted):
             histories = self._histories(batch, result, wanted)
             records = [rec for (_, rec), w in zip(good, wanted, strict=True) if w]
-            out.extend(await self._recommend(records, histories))
+            uids = [ev.uid for ev, w in zip(batch, wanted, strict=True) if w]
+            out.extend(await self._recommend(records, uids, histories))
         await self._flush_counts()
         return out
 
@@ -186,9 +187,8 @@ class Processor:
         return out
 
     async def _recommend(
-        self, records: list[dict[str, Any]], histories: list[list[int]]
+        self, records: list[dict[str, Any]], uids: list[str], histories: list[list[int]]
     ) -> list[Output]:
-        uids = [self.pseudonym(rec["user_id"]) for rec in records]
         answers = await self.serving.recommend(uids, histories)
         now_ms = int(self.clock() * 1000)
         outputs = []

@@ -74,12 +74,12 @@ class Settings(BaseSettings):
     # an OpenMP barrier for a thread the broker or Redis has descheduled, which made
     # a forward pass up to 500x slower on 2 shared cores. Scale out with workers instead.
     torch_threads: int = Field(1, ge=1)
-    candidates: int = Field(30, ge=1, le=5000)  # items scored before the business rules
+    candidates: int = Field(20, ge=1, le=5000)  # items scored before the business rules
     exclude_seen: bool = True  # False for consumables bought again and again
     cold_blend_events: int = Field(2, ge=0)  # histories this short blend in item-item neighbours
     new_item_slot: bool = True  # last slot: newest item of the user's category, if unseen
     trending_tau_s: float = Field(7 * 86_400.0, gt=0)  # time constant of trending decay
-    product_cache_s: float = Field(5.0, ge=0)  # catalog changes reach scoring within this
+    product_cache_s: float = Field(0.5, ge=0)  # catalog changes reach scoring within this
 
     # Business rules (see models.rerank)
     drop_out_of_stock: bool = True

@@ -180,7 +180,7 @@ class _Shop:
                 price=price[i],
                 stock=int(rng.integers(0, 500)),
                 margin=round(float(rng.uniform(0.05, 0.45)), 3),
-                promo=0.1 if rng.random() < 0.1 else None,
+                promo=1.2 if rng.random() < 0.1 else None,  # a boost factor while it runs
             )
             for i in range(n_items)
         ]

@@ -21,12 +21,13 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 
 from models.cooccurrence import REASON_COOC, recent_anchors
 from models.cooccurrence import rank as cooc_rank
-from models.rerank import Candidate, Product, RerankConfig, Reranked, rerank
+from models.rerank import Product, RerankConfig, Reranked, Rule, rerank_lists, rule_of
 from models.serving import top_k
 from streams import metrics
 from streams.serving.holder import ModelHolder, Served
@@ -70,29 +71,61 @@ def reason_text(item: Reranked) -> str:
     return item.reason if item.rule is None else f"{item.reason};boost:{item.rule}"
 
 
+class Listing(NamedTuple):
+    """One user's candidates as parallel lists: what the rules rerank."""
+
+    items: list[str]
+    scores: list[float]
+    reasons: list[str]
+
+
+EMPTY = Listing([], [], [])
+
+
 class ProductCache:
-    """Catalog fields of items, read from Redis at most once per ``ttl_s`` per item."""
+    """Catalog records of items and the rules' verdict on them, kept in the worker.
+
+    Every catalog change is logged in Redis with a version (see put_product.lua); the
+    cache reads the log at most every ``sync_s`` and drops exactly the items changed
+    since, so an item is read from Redis once per change, not once per use.
+    """
 
     def __init__(
         self,
         store: Store,
-        ttl_s: float,
+        config: RerankConfig,
+        sync_s: float,
         max_items: int = 500_000,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self.store, self.ttl_s, self.max_items, self.clock = store, ttl_s, max_items, clock
-        self._items: dict[str, tuple[float, Product]] = {}
+        self.store, self.config, self.sync_s = store, config, sync_s
+        self.max_items, self.clock = max_items, clock
+        self._items: dict[str, tuple[Product, Rule]] = {}
+        self._version = 0
+        self._synced = float("-inf")
 
-    async def get(self, item_ids: Iterable[str]) -> dict[str, Product]:
+    async def _sync(self) -> None:
         now = self.clock()
+        if now - self._synced < self.sync_s:
+            return
+        version, changed = await self.store.catalog_changes(self._version)
+        if changed is None or len(self._items) > self.max_items:
+            self._items = {}
+        else:
+            for item in changed:
+                self._items.pop(item, None)
+        self._version, self._synced = version, now
+
+    async def get(self, item_ids: Iterable[str]) -> dict[str, tuple[Product, Rule]]:
+        await self._sync()
+        items = self._items
         wanted = set(item_ids)
-        stale = [i for i in wanted if i not in self._items or now - self._items[i][0] >= self.ttl_s]
-        if stale:
-            if len(self._items) + len(stale) > self.max_items:
-                self._items = {i: v for i, v in self._items.items() if now - v[0] < self.ttl_s}
-            for item, meta in (await self.store.item_meta(stale)).items():
-                self._items[item] = (now, Product.from_meta(item, meta))
-        return {i: self._items[i][1] for i in wanted}
+        missing = [i for i in wanted if i not in items]
+        if missing:
+            for item, meta in (await self.store.item_meta(missing)).items():
+                product = Product.from_meta(item, meta)
+                items[item] = (product, rule_of(product, self.config))
+        return {i: items[i] for i in wanted}
 
 
 def _top_category(product: Product | None) -> str:
@@ -111,8 +144,9 @@ class Serving:
         self.store = store
         self.holder = holder
         self.neighbours = neighbours
-        self.products = ProductCache(store, settings.product_cache_s)
         self.rules = rerank_config(settings)
+        self.products = ProductCache(store, self.rules, settings.product_cache_s)
+        self._cooc_reasons: dict[int, str] = {}  # "bought_with:<item>" per anchor, built once
 
     async def _to_model(
         self, served: Served, histories: Sequence[Sequence[int]]
@@ -140,7 +174,7 @@ class Serving:
         n = len(uids)
         withdrawn = await self.store.consent_withdrawn(uids)
         served = [self.holder.for_user(u) if self.holder else None for u in uids]
-        cands: list[list[Candidate]] = [[] for _ in range(n)]
+        cands: list[Listing] = [EMPTY] * n
         versions, paths = [BASELINE_VERSION] * n, ["baseline"] * n
 
         trending_rows = [i for i in range(n) if uids[i] in withdrawn or not histories[i]]
@@ -150,11 +184,12 @@ class Serving:
             for row in trending_rows:
                 # consent withdrawn: nothing personal, so not even the history's exclusions
                 seen = set() if uids[row] in withdrawn else set(histories[row])
-                cands[row] = [
-                    Candidate(names[i], math.log(max(w, 1e-300)), REASON_TRENDING)
-                    for i, w in trend
-                    if i not in seen
-                ][:pool]
+                top = [(names[i], w) for i, w in trend if i not in seen][:pool]
+                cands[row] = Listing(
+                    [i for i, _ in top],
+                    [math.log(max(w, 1e-300)) for _, w in top],
+                    [REASON_TRENDING] * len(top),
+                )
                 versions[row], paths[row] = TRENDING_VERSION, "trending"
         cold = set(trending_rows)
         personal = [i for i in range(n) if i not in cold]
@@ -180,11 +215,12 @@ class Serving:
                 best.because.tolist(),
             )
             for j, row in enumerate(rows):
-                own = [
-                    Candidate(ids[i - 1], sc, reasons[b])
-                    for i, sc, b in zip(items[j], scores[j], because[j], strict=True)
-                    if i
-                ]
+                found = [i for i in items[j] if i]
+                own = Listing(
+                    [ids[i - 1] for i in found],
+                    scores[j][: len(found)],
+                    [reasons[b] for b in because[j][: len(found)]],
+                )
                 versions[row], paths[row] = model.version, "model"
                 if row in cooc_of:
                     own, paths[row] = _blend(own, cooc_of[row], pool), "blend"
@@ -193,25 +229,33 @@ class Serving:
             if served[row] is None:
                 cands[row] = cooc_of[row]
 
-        recent = {
-            r: recent_anchors(histories[r], 3) for r in personal if histories[r] and s.new_item_slot
-        }
+        # Only a model can be blind to a new item: the baseline's neighbours grow with it.
+        recent = (
+            {r: recent_anchors(histories[r], 3) for rows in by_version.values() for r in rows}
+            if s.new_item_slot
+            else {}
+        )
         recent_names = await self.store.item_ids(i for ids in recent.values() for i in ids)
-        wanted = {c.item_id for cs in cands for c in cs} | {
+        wanted = {i for c in cands for i in c.items} | {
             recent_names[i] for ids in recent.values() for i in ids if i in recent_names
         }
-        products = await self.products.get(wanted)
+        known = await self.products.get(wanted)
+        rules = {i: v[1] for i, v in known.items()}
+        cap = self.rules.max_per_category
         answers = [
-            Answer(rerank(cands[row], products, self.rules, k), versions[row], paths[row])
-            for row in range(n)
+            Answer(
+                rerank_lists(c.items, c.scores, c.reasons, rules, cap, k), versions[row], paths[row]
+            )
+            for row, c in enumerate(cands)
         ]
         if recent:
+            products = {i: v[0] for i, v in known.items()}
             await self._new_item_slot(answers, recent, recent_names, products, served, histories, k)
         for a in answers:
             metrics.RECOMMENDATIONS.labels(a.path).inc()
         return answers
 
-    async def _cooc(self, histories: list[Sequence[int]], k: int) -> list[list[Candidate]]:
+    async def _cooc(self, histories: list[Sequence[int]], k: int) -> list[Listing]:
         if not histories:
             return []
         s = self.settings
@@ -222,17 +266,22 @@ class Serving:
             {r.item for rs in ranked for r in rs}
             | {r.anchor for rs in ranked for r in rs if r.anchor}
         )
+        reason = self._cooc_reasons
+        for rs in ranked:
+            for r in rs:
+                if r.anchor is not None and r.anchor not in reason:
+                    reason[r.anchor] = f"{REASON_COOC}:{names[r.anchor]}"
         return [
-            [
-                Candidate(
-                    names[r.item],
-                    math.log(max(r.score, 1e-300)),
-                    f"{REASON_COOC}:{names[r.anchor]}"
+            Listing(
+                [names[r.item] for r in rs],
+                [math.log(r.score) if r.score > 0 else -1e300 for r in rs],
+                [
+                    reason[r.anchor]
                     if r.reason == REASON_COOC and r.anchor is not None
-                    else r.reason,
-                )
-                for r in rs
-            ]
+                    else r.reason
+                    for r in rs
+                ],
+            )
             for rs in ranked
         ]
 
@@ -274,7 +323,7 @@ class Serving:
                 break
 
 
-def _blend(model: list[Candidate], cooc: list[Candidate], k: int) -> list[Candidate]:
+def _blend(model: Listing, cooc: Listing, k: int) -> Listing:
     """Reciprocal-rank fusion of the model's list and the neighbours' list.
 
     A short history tells the model little; item-item neighbours of the one or two
@@ -283,10 +332,12 @@ def _blend(model: list[Candidate], cooc: list[Candidate], k: int) -> list[Candid
     fused: dict[str, float] = {}
     reason: dict[str, tuple[float, str]] = {}
     for ranked in (model, cooc):
-        for pos, c in enumerate(ranked):
+        for pos, (item, why) in enumerate(zip(ranked.items, ranked.reasons, strict=True)):
             share = 1.0 / (_RRF + pos + 1)
-            fused[c.item_id] = fused.get(c.item_id, 0.0) + share
-            if c.item_id not in reason or share > reason[c.item_id][0]:
-                reason[c.item_id] = (share, c.reason)
+            fused[item] = fused.get(item, 0.0) + share
+            if item not in reason or share > reason[item][0]:
+                reason[item] = (share, why)
     order = sorted(fused.items(), key=lambda p: (-p[1], p[0]))[:k]
-    return [Candidate(i, math.log(f), reason[i][1]) for i, f in order]
+    return Listing(
+        [i for i, _ in order], [math.log(f) for _, f in order], [reason[i][1] for i, _ in order]
+    )

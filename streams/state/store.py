@@ -153,6 +153,19 @@ class Store:
             pop.update((m, float(s or 0.0)) for m, s in zip(order, scores, strict=True))
         return lists, top, pop
 
+    async def catalog_changes(self, since: int) -> tuple[int, list[str] | None]:
+        """The catalog version now and the items changed after version ``since``; None
+        when the change log no longer reaches back that far (refresh everything)."""
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.get(keys.CATALOG_VERSION)
+        pipe.zrangebyscore(keys.CATALOG_CHANGES, f"({since}", "+inf")
+        pipe.get(keys.CATALOG_FLOOR)
+        version, changed, floor = await pipe.execute()
+        now = int(version or 0)
+        if since < int(floor or 0):
+            return now, None
+        return now, [c.decode() if isinstance(c, bytes) else c for c in changed]
+
     async def trending(self, n: int) -> list[tuple[int, float]]:
         """The ``n`` items with the highest time-decayed popularity, best first."""
         reply = await self.redis.execute_command("ZREVRANGE", keys.TRENDING, 0, n - 1, "WITHSCORES")
@@ -173,17 +186,12 @@ class Store:
         }
 
     async def consent_withdrawn(self, uids: Iterable[str]) -> set[str]:
-        """Those of ``uids`` whose latest consent event withdrew consent."""
+        """Those of ``uids`` whose latest consent event withdrew consent (one round trip)."""
         order = list(dict.fromkeys(uids))
         if not order:
             return set()
-        pipe = self.redis.pipeline(transaction=False)
-        for uid in order:
-            pipe.hget(keys.prefs(uid), "consent")
-        replies = await pipe.execute()
-        return {
-            u for u, v in zip(order, replies, strict=True) if v is not None and v.endswith(b":0")
-        }
+        flags = await self.redis.execute_command("SMISMEMBER", keys.CONSENT_WITHDRAWN, *order)
+        return {u for u, f in zip(order, flags, strict=True) if int(f)}
 
     async def item_ids(self, idxs: Iterable[int]) -> dict[int, str]:
         missing = [i for i in set(idxs) if i not in self._item_ids]
@@ -213,7 +221,12 @@ class Store:
             for name in ("title", "brand", "price", "stock", "margin", "promo"):
                 if p.get(name) is not None:
                     fields += [name, p[name]]
-            where = [keys.item_meta(p["item_id"])]
+            where = [
+                keys.item_meta(p["item_id"]),
+                keys.CATALOG_VERSION,
+                keys.CATALOG_CHANGES,
+                keys.CATALOG_FLOOR,
+            ]
             if p.get("category"):
                 fields += ["category", "/".join(p["category"])]
                 where.append(keys.new_in_category(p["category"][0]))
@@ -238,9 +251,10 @@ class Store:
                     keys.prefs(p.uid),
                     keys.wishlist(p.uid),
                     keys.subscriptions(p.uid),
+                    keys.CONSENT_WITHDRAWN,
                     *keys.user_keys(p.uid),
                 ],
-                args=[p.kind, p.item_id or "", p.value or "", p.ts],
+                args=[p.kind, p.item_id or "", p.value or "", p.ts, p.uid],
                 client=pipe,
             )
         return [int(r) for r in await pipe.execute()]

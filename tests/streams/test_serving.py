@@ -111,7 +111,9 @@ def test_model_serves_with_its_version_and_reasons(
         assert not set(items) & bought[ev["user_id"]]
         assert set(items) <= vocabulary
         for i in rec["items"]:
-            kind, _, anchor = i["reason"].partition(":")
+            reason, _, boost = i["reason"].partition(";")
+            assert boost in ("", "boost:promo", "boost:margin")
+            kind, _, anchor = reason.partition(":")
             assert kind in ("because_you_bought", "bought_with", "popular", "new_in_category")
             if kind == "because_you_bought":
                 assert anchor in bought[ev["user_id"]]
@@ -154,7 +156,7 @@ def test_withdrawn_consent_gets_only_non_personalised_items(
     harness.prefer([pref])
     [rec] = harness.buy([purchase("after-withdrawal", user, events[5]["item_id"], ts + 2)])
     assert rec["model_version"] == "trending-v1"
-    assert {i["reason"] for i in rec["items"]} == {"trending"}
+    assert {i["reason"].partition(";")[0] for i in rec["items"]} == {"trending"}
     other = next(e for e in events[300:] if e["user_id"] != user)
     [rec] = harness.buy([other])
     assert rec["model_version"] != "trending-v1"  # the others stay personalised
