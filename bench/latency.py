@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import time
+from collections import Counter
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from pathlib import Path
@@ -72,10 +73,12 @@ async def latency(
     # The worker stamps each recommendation (wall clock, ms) when it builds it, which
     # splits the latency into input side + processing, and output side.
     stamped: dict[str, int] = {}
+    versions: dict[str, str] = {}
 
     def cause(value: bytes) -> str:
         rec = codec.decode("Recommendation", value)
         stamped[rec["cause_event_id"]] = rec["ts"]
+        versions[rec["cause_event_id"]] = rec["model_version"]
         return str(rec["cause_event_id"])
 
     bootstrap = s.kafka_bootstrap_servers or ""
@@ -143,13 +146,23 @@ async def latency(
     lat_ms = np.array([(arrivals[e] - sent[e]) * 1000 for e in got])
     to_stamp_ms = np.array([stamped[e] - sent_wall_ms[e] for e in got])
     extra: dict[str, Any] = {}
+    # The tail over time: a p99 driven by one stall reads differently from a steady one.
+    offsets = np.array([sent[e] - start - opts.warmup_seconds for e in got])
+    for w in range(int(np.ceil(opts.seconds / 5))):
+        inside = lat_ms[(offsets >= 5 * w) & (offsets < 5 * (w + 1))]
+        if inside.size:
+            extra[f"d_latency_p99_ms_{5 * w}_{5 * (w + 1)}s"] = float(np.percentile(inside, 99))
+    seen = Counter(versions[e] for e in got)
+    for rank, (version, count) in enumerate(seen.most_common(3)):
+        extra[f"d_version_{rank + 1}"] = version
+        extra[f"d_version_{rank + 1}_recommendations"] = count
     if action is not None:
         window = [
             (arrivals[e] - sent[e]) * 1000
             for e in got
             if action_at <= sent[e] < action_at + ACTION_WINDOW_S
         ]
-        extra = {
+        extra |= {
             "d_action_at_s": action_at - start,
             "d_action_window_s": ACTION_WINDOW_S,
             "d_action_window_events": len(window),

@@ -55,6 +55,8 @@ class Options:
     latency: LatencyOptions = field(default_factory=lambda: LatencyOptions(seconds=30.0))
     swap_after_s: float = 10.0  # into the measured latency window
     dataset: str = "toys"
+    throughput: bool = True  # (a)-(c); False runs the latency part alone
+    keep_logs: bool = False  # leave the workers' logs in the temporary directory
 
 
 def log(msg: str) -> None:
@@ -140,7 +142,7 @@ async def run(opts: Options | None = None, results_dir: Path | None = None) -> d
                 ),
             ),
         ]
-        for label, step in steps:
+        for label, step in steps if opts.throughput else []:
             t0 = time.perf_counter()
             log(f"{label} ...")
             figures = await step()
@@ -169,6 +171,9 @@ async def run(opts: Options | None = None, results_dir: Path | None = None) -> d
         )
         out["load_average_1m_at_end"] = os.getloadavg()[0]
 
+    if not opts.throughput:
+        out["logs"] = str(logs)
+        return out
     a, b, c = (out[f"{k}_events_per_s"] for k in ("a_model", "b_cooc", "c_per_event"))
     out["a_over_b"] = a / b
     out["batch_speedup_a_over_c"] = a / c
@@ -180,7 +185,8 @@ async def run(opts: Options | None = None, results_dir: Path | None = None) -> d
     out["target_swap_met"] = bool(np.isfinite(swap_max) and swap_max <= 2 * out["d_latency_p99_ms"])
     out["target_batch_speedup"] = TARGET_BATCH_SPEEDUP
     out["target_batch_speedup_met"] = out["batch_speedup_a_over_c"] >= TARGET_BATCH_SPEEDUP
-    shutil.rmtree(logs, ignore_errors=True)
+    if not opts.keep_logs:
+        shutil.rmtree(logs, ignore_errors=True)
     del results_dir
     return {k: round(v, 3) if isinstance(v, float) else v for k, v in out.items()}
 
