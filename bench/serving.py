@@ -8,7 +8,9 @@ items) and its purchases in time order:
 (c) the same path with the transformer and one event per batch (per-event scoring);
 (d) produce-to-recommendation latency at an offered 1,000 events/s with the
     transformer, and the largest latency in the seconds after a new version is
-    announced mid-run (the hot swap).
+    announced mid-run (the hot swap);
+(e) the worker's HTTP API: `GET /users/{id}/recommendations` at an offered 200
+    requests/s, users drawn from those streamed in, while the worker idles.
 
 The model is trained for one epoch: its quality is beside the point here, its cost
 (same shapes as the tuned one) is not.
@@ -16,6 +18,7 @@ The model is trained for one epoch: its quality is beside the point here, its co
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import os
 import shutil
@@ -29,7 +32,15 @@ from typing import Any
 import numpy as np
 
 from bench.backbone import _through
-from bench.common import create_topics, encode, forget_faust_dir, fresh_settings, machine, tag
+from bench.common import (
+    Child,
+    create_topics,
+    encode,
+    forget_faust_dir,
+    fresh_settings,
+    machine,
+    tag,
+)
 from bench.latency import PROBES, LatencyOptions, latency
 from models.data import from_dataset
 from models.datasets import load
@@ -39,6 +50,7 @@ from models.split import leave_one_out
 from schemas.codec import Codec
 from streams.announce import announce
 from streams.embedded import EmbeddedStack
+from streams.probes import free_port
 from streams.replay import encoded, publish
 from streams.settings import Settings
 
@@ -46,6 +58,7 @@ NAME = "serving"
 TARGET_EVENTS_PER_S = 2000
 TARGET_P99_MS = 100.0
 TARGET_BATCH_SPEEDUP = 5.0
+TARGET_HTTP_P99_MS = 20.0
 
 
 @dataclass(frozen=True)
@@ -54,6 +67,9 @@ class Options:
     per_event_events: int = 2_000
     latency: LatencyOptions = field(default_factory=lambda: LatencyOptions(seconds=30.0))
     swap_after_s: float = 10.0  # into the measured latency window
+    http_rate: float = 200.0
+    http_seconds: float = 20.0
+    http_events: int = 5_000  # purchases streamed before the HTTP run
     dataset: str = "toys"
     throughput: bool = True  # (a)-(c); False runs the latency part alone
     keep_logs: bool = False  # leave the workers' logs in the temporary directory
@@ -169,6 +185,8 @@ async def run(opts: Options | None = None, results_dir: Path | None = None) -> d
                 action=(opts.swap_after_s, swap),
             )
         )
+        log("e_http ...")
+        out.update(await http(base, records[: opts.http_events], ds.products, logs, first, opts))
         out["load_average_1m_at_end"] = os.getloadavg()[0]
 
     if not opts.throughput:
@@ -185,10 +203,99 @@ async def run(opts: Options | None = None, results_dir: Path | None = None) -> d
     out["target_swap_met"] = bool(np.isfinite(swap_max) and swap_max <= 2 * out["d_latency_p99_ms"])
     out["target_batch_speedup"] = TARGET_BATCH_SPEEDUP
     out["target_batch_speedup_met"] = out["batch_speedup_a_over_c"] >= TARGET_BATCH_SPEEDUP
+    out["target_e_http_p99_ms"] = TARGET_HTTP_P99_MS
+    out["target_e_met"] = out["e_http_p99_ms"] <= TARGET_HTTP_P99_MS
     if not opts.keep_logs:
         shutil.rmtree(logs, ignore_errors=True)
     del results_dir
     return {k: round(v, 3) if isinstance(v, float) else v for k, v in out.items()}
+
+
+async def http(
+    base: Settings,
+    records: list[dict[str, Any]],
+    products: list[dict[str, Any]],
+    logs: Path,
+    version: ModelVersion,
+    opts: Options,
+) -> dict[str, Any]:
+    """Stream ``records`` through a worker with its HTTP API on, then time the API."""
+    import aiohttp
+
+    port = free_port()
+    s = fresh_settings(base, tag("http")).model_copy(
+        update={
+            "web_enabled": True,
+            "web_port": port,
+            "model_registry": str(version.path.parent.parent),
+            "wait_for_model_s": 120.0,
+        }
+    )
+    codec = Codec(s.wire_format)
+    try:
+        await create_topics(s)
+        await _catalog(s, products)
+        await announce(version, s)
+        msgs = list(encoded((("purchase", r["user_id"], r) for r in records), s, codec))
+        await publish(s.kafka_bootstrap_servers or "", msgs, progress=False)
+        users = sorted({r["user_id"] for r in records})
+        args = [sys.executable, "-m", "streams.cli", "--loglevel", "warning", "worker"]
+        with Child(args, s.as_env(os.environ), logs / "http-worker.log") as child:
+            url = f"http://127.0.0.1:{port}"
+            async with aiohttp.ClientSession() as session:
+                deadline = time.monotonic() + 180
+                while True:  # up, model loaded, and every purchase applied
+                    child.check()
+                    try:
+                        async with session.get(f"{url}/health") as resp:
+                            health = await resp.json() if resp.status == 200 else {}
+                        async with session.get(
+                            f"{url}/users/{records[-1]['user_id']}/recommendations"
+                        ) as resp:
+                            last = await resp.json() if resp.status == 200 else {}
+                    except aiohttp.ClientError:
+                        health, last = {}, {}
+                    model = (health.get("model") or {}).get("current")
+                    if model == version.version and last.get("path") == "model":
+                        break
+                    if time.monotonic() > deadline:
+                        raise RuntimeError(f"HTTP worker not ready; log:\n{child.tail()}")
+                    await asyncio.sleep(0.5)
+                await asyncio.sleep(5)  # let the backlog drain
+                rng = np.random.default_rng(0)
+                times: list[float] = []
+                errors = 0
+
+                async def one(user: str) -> None:
+                    nonlocal errors
+                    began = time.perf_counter()
+                    async with session.get(f"{url}/users/{user}/recommendations") as resp:
+                        await resp.read()
+                        if resp.status != 200:
+                            errors += 1
+                    times.append((time.perf_counter() - began) * 1000)
+
+                n = int(opts.http_rate * opts.http_seconds)
+                start, tasks = time.perf_counter(), []
+                for i in range(n):
+                    ahead = start + i / opts.http_rate - time.perf_counter()
+                    if ahead > 0:
+                        await asyncio.sleep(ahead)
+                    tasks.append(asyncio.create_task(one(users[int(rng.integers(len(users)))])))
+                await asyncio.gather(*tasks)
+                took = time.perf_counter() - start
+    finally:
+        forget_faust_dir(s)
+    lat = np.array(times)
+    return {
+        "e_http_offered_per_s": opts.http_rate,
+        "e_http_served_per_s": n / took,
+        "e_http_requests": n,
+        "e_http_errors": errors,
+        "e_http_p50_ms": float(np.percentile(lat, 50)),
+        "e_http_p99_ms": float(np.percentile(lat, 99)),
+        "e_http_max_ms": float(lat.max()),
+    }
 
 
 def markdown(r: dict[str, Any]) -> str:
@@ -210,6 +317,10 @@ def markdown(r: dict[str, Any]) -> str:
          f"{r['d_latency_p99_ms']:.1f}", f"<= {TARGET_P99_MS:.0f}", met(r["target_d_met"])),
         (f"(d) largest latency in the {r['d_action_window_s']:.0f} s after a swap, ms",
          f"{r['d_action_window_latency_max_ms']:.1f}", "<= 2 x p99", met(r["target_swap_met"])),
+        (f"(e) HTTP p50 at {r['e_http_offered_per_s']:.0f} requests/s, ms",
+         f"{r['e_http_p50_ms']:.1f}", "", ""),
+        (f"(e) HTTP p99 at {r['e_http_offered_per_s']:.0f} requests/s, ms",
+         f"{r['e_http_p99_ms']:.1f}", f"<= {TARGET_HTTP_P99_MS:.0f}", met(r["target_e_met"])),
     ]  # fmt: skip
     lines = ["| figure | value | target | met |", "|---|---:|---|---|"]
     lines += [f"| {a} | {b} | {c} | {d} |" for a, b, c, d in rows]
