@@ -13,6 +13,7 @@ import torch
 
 from models.data import from_dataset
 from models.datasets import generate
+from models.datasets.records import product, purchase
 from models.registry import Registry
 from models.sasrec import SASRec, SASRecConfig
 from models.split import leave_one_out
@@ -146,3 +147,65 @@ def test_settings_carry_model_floors_to_the_worker(monkeypatch: pytest.MonkeyPat
     assert env["RECO_MODEL_FLOORS"] == '{"NDCG@10": 0.05}'
     monkeypatch.setenv("RECO_MODEL_FLOORS", env["RECO_MODEL_FLOORS"])
     assert Settings().model_floors == {"NDCG@10": 0.05}
+
+
+def test_cold_start_consent_and_new_items_through_the_broker(
+    kafka_bootstrap: str, redis_url: str, redis_client: redis.Redis, tmp_path: Path
+) -> None:
+    shop = generate(n_users=200, n_items=60, n_categories=4, events_per_user=(5, 10), seed=23)
+    split = leave_one_out(from_dataset(shop))
+    config = SASRecConfig(hidden=16, epochs=2, batch_size=64, progress=False, threads=1)
+    model = SASRec(config).fit(split.train, split.valid)
+    registry = Registry(tmp_path / "registry")
+    s = make_settings(kafka_bootstrap, redis_url, wait_for_model_s=60.0, product_cache_s=0.0)
+    version = registry.publish(model.to_checkpoint({"NDCG@10": 0.1}), s.model_name)
+    run(announce(version, s))
+    publish_records(s, [("product", p["item_id"], p) for p in shop.products])
+    events = [rec for kind, rec in shop.events if kind == "purchase"]
+    publish_records(s, [("purchase", r["user_id"], r) for r in events])
+    codec = Codec(s.wire_format)
+    worker = Worker(s, tmp_path / "worker.log")
+    try:
+        consume(s, s.topic_recommendations, len(events), timeout=120)
+        last = events[-1]["ts"]
+        withdrawn = events[-1]["user_id"]
+        bought = next(e for e in reversed(events) if e["user_id"] != withdrawn)
+        buyer = bought["user_id"]
+        category = next(p for p in shop.products if p["item_id"] == bought["item_id"])["category"]
+        # the buyer's next purchase is in the same category, so it is their main one
+        owned = {e["item_id"] for e in events if e["user_id"] == buyer}
+        same = next(
+            p["item_id"]
+            for p in shop.products
+            if p["category"] == category and p["item_id"] not in owned
+        )
+        new_item = product("never-bought", last + 1, category=category, price=5.0, stock=9)
+        pref = {
+            "event_id": "withdraw-1",
+            "user_id": withdrawn,
+            "kind": "consent_withdrawn",
+            "item_id": None,
+            "value": None,
+            "ts": last + 1,
+        }
+        publish_records(s, [("product", "never-bought", new_item), ("preference", withdrawn, pref)])
+        wait_for(lambda: stat(redis_client, "preferences") >= 1, 60, "preference", worker)
+        wait_for(lambda: redis_client.exists("item:never-bought") == 1, 60, "new item", worker)
+        after = [
+            purchase("after-withdrawal", withdrawn, events[0]["item_id"], last + 2),
+            purchase("after-new-item", buyer, same, last + 3),
+        ]
+        publish_records(s, [("purchase", r["user_id"], r) for r in after])
+        recs = consume(s, s.topic_recommendations, len(events) + 2, timeout=60)
+        by_cause = {
+            d["cause_event_id"]: d for d in (codec.decode("Recommendation", r.value) for r in recs)
+        }
+        private = by_cause["after-withdrawal"]
+        assert private["model_version"] == "trending-v1"
+        assert {i["reason"].partition(";")[0] for i in private["items"]} == {"trending"}
+        fresh = by_cause["after-new-item"]
+        assert fresh["model_version"] == version.version
+        assert fresh["items"][-1]["item_id"] == "never-bought"
+        assert fresh["items"][-1]["reason"] == f"new_in_category:{category[0]}"
+    finally:
+        worker.stop()
