@@ -6,12 +6,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 
 REGISTRY = CollectorRegistry(auto_describe=True)
 
-EVENTS = Counter(
-    "reco_events",
-    "Events consumed, by topic kind and outcome",
-    ["kind", "outcome"],
-    registry=REGISTRY,
-)
+EVENTS = Counter("reco_events", "Events consumed, by agent", ["agent"], registry=REGISTRY)
 RECOMMENDATIONS = Counter(
     "reco_recommendations", "Recommendations emitted, by path", ["path"], registry=REGISTRY
 )
@@ -27,7 +22,8 @@ BATCH_SECONDS = Histogram(
 )
 EVENT_LATENCY = Histogram(
     "reco_event_latency_seconds",
-    "From the event's timestamp on the broker to its recommendation being produced",
+    "From the record's broker timestamp to its batch's output being delivered, by agent",
+    ["agent"],
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
     registry=REGISTRY,
 )

@@ -11,6 +11,7 @@ from typing import Any
 from schemas.codec import Codec
 from schemas.errors import InvalidEventError, SchemaError
 from schemas.validation import validate
+from streams import metrics
 from streams.pseudonym import Pseudonymiser
 from streams.serving.holder import ModelHolder
 from streams.serving.serve import Serving, reason_text
@@ -89,6 +90,7 @@ class Processor:
 
     def dead_letter(self, msg: Message, error: str, now_ms: int) -> Output:
         self._count("dead_letters", 1)
+        metrics.DEAD_LETTERS.inc()
         record = {
             "topic": msg.topic,
             "partition": msg.partition,

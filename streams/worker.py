@@ -177,6 +177,12 @@ def create_app(settings: Settings, bootstrap: str, redis_url: str) -> faust.App:
             await send(outputs)
             sent = time.perf_counter()
             metrics.BATCH_SECONDS.labels(agent).observe(sent - started)
+            metrics.EVENTS.labels(agent).inc(len(msgs))
+            # Broker timestamp (produce or log-append time) to delivered output.
+            now = time.time()
+            for e in events:
+                if e.message.timestamp:
+                    metrics.EVENT_LATENCY.labels(agent).observe(max(0.0, now - e.message.timestamp))
             if sent - started > _SLOW_BATCH_S:
                 log.warning(
                     "slow %s batch: %d events, %.0f ms processing, %.0f ms producing",

@@ -156,6 +156,10 @@ def test_api_answers_what_the_stream_emitted(
         api_calls = values[("reco_http_seconds_count", frozenset({("route", "recommendations")}))]
         assert api_calls == 2 * len(users) + 2 + 4
         assert values[("reco_http_seconds_count", frozenset({("route", "health")}))] >= 2
+        interactions = frozenset({("agent", "interactions")})
+        assert values[("reco_events_total", interactions)] >= len(events) + len(users)
+        latencies = values[("reco_event_latency_seconds_count", interactions)]
+        assert latencies == values[("reco_events_total", interactions)]
         worker.assert_alive()
     finally:
         worker.stop()
