@@ -152,6 +152,8 @@ async def latency(
         inside = lat_ms[(offsets >= 5 * w) & (offsets < 5 * (w + 1))]
         if inside.size:
             extra[f"d_latency_p99_ms_{5 * w}_{5 * (w + 1)}s"] = float(np.percentile(inside, 99))
+            stamp = to_stamp_ms[(offsets >= 5 * w) & (offsets < 5 * (w + 1))]
+            extra[f"d_to_stamp_p99_ms_{5 * w}_{5 * (w + 1)}s"] = float(np.percentile(stamp, 99))
     seen = Counter(versions[e] for e in got)
     for rank, (version, count) in enumerate(seen.most_common(3)):
         extra[f"d_version_{rank + 1}"] = version
