@@ -208,6 +208,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="replay the whole data set and keep running until Ctrl-C",
     )
     dp.add_argument("--users", type=int, default=3, help="users whose recommendations are shown")
+    dp.add_argument(
+        "--model-epochs",
+        type=int,
+        default=3,
+        help="train SASRec for this many epochs and serve it (0: the co-occurrence baseline)",
+    )
 
     pp = sub.add_parser(
         "publish", help="publish a checkpoint to the model registry and announce it"

@@ -252,6 +252,27 @@ def _load(args: argparse.Namespace) -> tuple[Dataset, str]:
     return ds, f"first {_n(len(ds.events))} of {_n(len(full.events))} events"
 
 
+def _serve_model(settings: Settings, ds: Dataset, epochs: int, where: Path) -> str:
+    """Train SASRec on the replayed events, publish it and announce it to the worker.
+
+    A shortcut for the demo: in production `reco train` learns from the event log.
+    """
+    from models.data import from_dataset
+    from models.registry import Registry
+    from models.sasrec import SASRec, SASRecConfig
+    from streams.announce import announce
+
+    print(f"reco demo: training SASRec on {ds.name} for {epochs} epochs ...", flush=True)
+    began = time.monotonic()
+    model = SASRec(SASRecConfig(epochs=epochs, progress=False)).fit(from_dataset(ds))
+    version = Registry(where / "registry").publish(model.to_checkpoint(), settings.model_name)
+    asyncio.run(announce(version, settings))
+    return (
+        f"  model: {settings.model_name} {version.version}, trained on the replayed events "
+        f"in {time.monotonic() - began:.0f}s (a demo shortcut; `reco train` learns from the log)"
+    )
+
+
 def run_demo(settings: Settings, args: argparse.Namespace) -> int:
     """Start what is missing, run one worker, replay a data set and watch it; 0 on success."""
     try:
@@ -303,6 +324,9 @@ def run_demo(settings: Settings, args: argparse.Namespace) -> int:
         log_dir = stack.log_dir
         if log_dir is None:
             log_dir = Path(cleanup.enter_context(tempfile.TemporaryDirectory(prefix="reco-")))
+        if args.model_epochs > 0:
+            run_settings = run_settings.model_copy(update={"wait_for_model_s": 120.0})
+            static.append(_serve_model(run_settings, ds, args.model_epochs, log_dir))
         worker = Worker(run_settings, log_dir / "worker.log", args.loglevel)
         cleanup.callback(worker.close)
         try:

@@ -87,4 +87,8 @@ def test_demo_recommends_after_every_purchase_and_dead_letters_the_malformed(
     (per_user,) = _number(r"Redis memory\s+([\d,]+) bytes per user", out)
     assert per_user > 0
     assert "RECO_PSEUDONYM_SECRET is not set" in out
+    # The demo trains and announces SASRec; the followed users' lists show its version.
+    version = re.search(r"model: sasrec (\S+), trained", out)
+    assert version is not None, out[-3000:]
+    assert f"({version.group(1)})" in out
     assert elapsed < 90, f"demo took {elapsed:.0f}s"
