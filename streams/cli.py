@@ -131,7 +131,9 @@ def _cmd_train(args: argparse.Namespace, settings: Settings) -> int:
         "min_events": args.min_events,
         "window_share": args.window_share,
     }
-    config = TrainerConfig(model=model, **{k: v for k, v in given.items() if v is not None})
+    config = TrainerConfig(
+        model=model, refit=args.refit, **{k: v for k, v in given.items() if v is not None}
+    )
     _require_kafka(settings)
     registry = args.registry or settings.model_registry
     if args.every is None:
@@ -266,6 +268,13 @@ def build_parser() -> argparse.ArgumentParser:
         type=float,
         default=None,
         help="publish when new NDCG@10 >= serving x (1 - T) (default: 0; negative demands a gain)",
+    )
+    tp.add_argument(
+        "--no-refit",
+        dest="refit",
+        action="store_false",
+        help="publish the model as evaluated (trained on the past windows only) instead of "
+        "training it again on every event",
     )
     tp.add_argument(
         "--min-events",

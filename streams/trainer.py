@@ -18,12 +18,12 @@ import re
 import tempfile
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
 from models.checkpoint import build_model
-from models.data import Catalogue, from_dataset
+from models.data import from_dataset
 from models.datasets import load
 from models.evaluate import EvalReport, evaluate
 from models.registry import ModelVersion, Registry
@@ -98,6 +98,9 @@ class TrainerConfig:
     tolerance: float = 0.0  # publish when new >= serving * (1 - tolerance)
     min_events: int = 1000  # interactions below which a run refuses to train
     metric: str = "NDCG@10"
+    # Once a candidate wins, train it again on every event (the held-back windows too,
+    # the most recent and most telling ones) for as many epochs as early stopping chose.
+    refit: bool = True
 
     def __post_init__(self) -> None:
         if not 0.0 < self.window_share < 0.5:
@@ -163,15 +166,22 @@ class TrainOutcome:
 
 @dataclass
 class _Run:
-    model: SASRec
-    report: EvalReport
+    model: SASRec | None  # None when nothing was trained (see nothing_new)
+    report: EvalReport | None
     serving_version: str | None
     serving: EvalReport | None
     serving_error: str | None
     events: int
+    split: Split | None = None
+    nothing_new: str | None = None  # why no fair comparison is possible yet
 
 
-def _prepare(path: Path, config: TrainerConfig) -> Split:
+TRAINED_UNTIL = "trained_until_ms"  # checkpoint metric: the newest event time trained on
+
+
+def _prepare(path: Path, config: TrainerConfig, after_ms: int | None = None) -> Split:
+    """The temporal split; with ``after_ms``, the test window starts after it, so the
+    serving version is never tested on events it was trained on."""
     data = from_dataset(load(path))
     if data.n_events < config.min_events:
         raise TrainerError(
@@ -179,7 +189,10 @@ def _prepare(path: Path, config: TrainerConfig) -> Split:
             f"{config.min_events}: not training"
         )
     split = temporal(data, window_share=config.window_share)
-    if not len(split.valid) or not len(split.test):
+    if after_ms is not None and split.test_from_ms is not None and after_ms >= split.test_from_ms:
+        valid_from = min(split.valid_from_ms or after_ms, after_ms)
+        split = temporal(data, valid_from_ms=valid_from, test_from_ms=after_ms + 1)
+    if not len(split.valid) or (not len(split.test) and after_ms is None):
         raise TrainerError(
             f"no user has events both before and inside the last {config.window_share:.0%} "
             "windows of the log: nothing to validate or test on"
@@ -187,44 +200,52 @@ def _prepare(path: Path, config: TrainerConfig) -> Split:
     return split
 
 
-def _serving_model(
-    registry: Registry, name: str, catalogue: Catalogue
-) -> tuple[str | None, Remapped | None, str | None]:
-    """LATEST's version, the model wrapped onto ``catalogue``, and why it cannot be scored."""
+def _serving_model(registry: Registry, name: str) -> tuple[str | None, Any, str | None, int | None]:
+    """LATEST's version, its model, why it cannot be scored, and when its data ended."""
     if not registry.versions(name):
-        return None, None, None
+        return None, None, None, None
     try:
         version = registry.latest_version(name)
-        model = registry.load(name, version).build()
+        ckpt = registry.load(name, version)
+        model = ckpt.build()
     except RecommenderError as exc:
-        return None, None, str(exc)
+        return None, None, str(exc), None
+    until = ckpt.metrics.get(TRAINED_UNTIL)
     if not isinstance(model, SequenceScorer):
-        return version, None, f"a {type(model).__name__} does not name its items"
-    return version, Remapped(model, catalogue.item_ids), None
+        return version, None, f"a {type(model).__name__} does not name its items", None
+    return version, model, None, None if until is None else int(until)
 
 
 def _train_and_compare(path: Path, config: TrainerConfig, registry: Registry, name: str) -> _Run:
-    split = _prepare(path, config)
+    version, loaded, error, until = _serving_model(registry, name)
+    split = _prepare(path, config, until)
+    if until is not None and not len(split.test):
+        reason = (
+            f"no user has new events after the data of serving {version} "
+            f"(trained until {until} ms): nothing to compare on yet"
+        )
+        return _Run(None, None, version, None, None, split.data.n_events, split, reason)
     ks = config.ks()
     model = SASRec(config.sasrec_config()).fit(split.train, split.valid)
     report = evaluate(model, split.test, split.train, k=ks)
-    version, serving, error = _serving_model(registry, name, split.data.catalogue)
+    serving = None if loaded is None else Remapped(loaded, split.data.catalogue.item_ids)
     serving_report = None
     if serving is not None:
         try:
             serving_report = evaluate(serving, split.test, split.train, k=ks)
         except ValueError as exc:  # e.g. NaN scores: a broken serving model is no bar
-            return _Run(model, report, version, None, str(exc), split.data.n_events)
+            return _Run(model, report, version, None, str(exc), split.data.n_events, split)
         log.info(
             "serving %s knows %d of %d items",
             version,
             serving.n_known,
             split.data.catalogue.n_items,
         )
-    return _Run(model, report, version, serving_report, error, split.data.n_events)
+    return _Run(model, report, version, serving_report, error, split.data.n_events, split)
 
 
 def _decide(run: _Run, config: TrainerConfig, name: str) -> tuple[bool, str]:
+    assert run.report is not None
     metric, new = config.metric, run.report[config.metric]
     if run.serving_error is not None:
         return True, f"the serving version cannot be scored ({run.serving_error})"
@@ -239,6 +260,7 @@ def _decide(run: _Run, config: TrainerConfig, name: str) -> tuple[bool, str]:
 
 
 def _stored_metrics(run: _Run, config: TrainerConfig) -> dict[str, float]:
+    assert run.report is not None and run.model is not None
     metrics = {
         k: v for k, v in run.report.as_dict().items() if k not in _NOT_STORED and math.isfinite(v)
     }
@@ -247,6 +269,15 @@ def _stored_metrics(run: _Run, config: TrainerConfig) -> dict[str, float]:
     if run.serving is not None and math.isfinite(run.serving[config.metric]):
         metrics[f"serving:{config.metric}"] = run.serving[config.metric]
     return metrics
+
+
+def _refit(model: SASRec, split: Split, config: TrainerConfig) -> SASRec:
+    """The winning settings trained again on every event, for the epochs early stopping
+    kept (the held-back windows are the newest behaviour: the served model should know it)."""
+    scored = [h for h in model.history if "NDCG@10" in h]
+    best = max(scored, key=lambda h: h["NDCG@10"])["epoch"] if scored else model.config.epochs
+    settings = replace(config.sasrec_config(), epochs=max(1, int(best)))
+    return SASRec(settings).fit(split.data)
 
 
 def _publish(
@@ -295,6 +326,20 @@ async def retrain(
     log.info("snapshot: %s", stats.summary())
 
     run = await asyncio.to_thread(_train_and_compare, path, config, registry, name)
+    if run.nothing_new is not None:
+        return TrainOutcome(
+            published=False,
+            reason=run.nothing_new,
+            metric=config.metric,
+            candidate=math.nan,
+            serving=None,
+            version=None,
+            serving_version=run.serving_version,
+            metrics={},
+            events=run.events,
+            seconds=time.perf_counter() - began,
+        )
+    assert run.model is not None and run.report is not None and run.split is not None
     candidate = run.report[config.metric]
     if math.isnan(candidate):
         raise TrainerError("no held-back user has a new item to predict: nothing to compare")
@@ -303,7 +348,14 @@ async def retrain(
     version = announced = None
     if publish:
         await ensure_updates_topic(settings)  # before publishing: no silent, unannounced version
-        version = await asyncio.to_thread(_publish, run.model, metrics, registry, name)
+        model = run.model
+        if config.refit:
+            model = await asyncio.to_thread(_refit, run.model, run.split, config)
+            metrics["refit_epochs"] = float(model.config.epochs)
+            metrics[TRAINED_UNTIL] = float(run.split.data.histories.times.max())
+        else:
+            metrics[TRAINED_UNTIL] = float((run.split.valid_from_ms or 0) - 1)
+        version = await asyncio.to_thread(_publish, model, metrics, registry, name)
         try:
             announced = await announce(version, settings)
         except RecommenderError as exc:

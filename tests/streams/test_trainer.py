@@ -15,12 +15,13 @@ import torch
 
 from models.checkpoint import Checkpoint
 from models.data import from_dataset
-from models.datasets import generate, to_messages
+from models.datasets import generate, load, to_messages
 from models.registry import Registry
 from schemas.codec import Codec
 from schemas.errors import ConfigError
 from streams.cli import main
 from streams.settings import Settings
+from streams.snapshot import snapshot
 from streams.topics import delete_topics
 from streams.trainer import (
     SNAPSHOT_FILE,
@@ -76,7 +77,8 @@ def test_first_run_publishes_and_a_run_that_does_not_beat_it_keeps_it(
     root, work = tmp_path / "registry", tmp_path / "work"
     registry = Registry(root)
 
-    first = run(retrain(s, TrainerConfig(model=TINY, min_events=100), root, work))
+    # refit=False: both runs score the same windows, which is what this test compares
+    first = run(retrain(s, TrainerConfig(model=TINY, min_events=100, refit=False), root, work))
     assert first.published and first.version is not None
     assert (first.serving, first.serving_version) == (None, None)
     assert "no serving version" in first.reason
@@ -92,7 +94,7 @@ def test_first_run_publishes_and_a_run_that_does_not_beat_it_keeps_it(
     assert update == first.version.to_record()
 
     # Same data, same seed: the candidate cannot be 50% better than the model it repeats.
-    strict = TrainerConfig(model=TINY, min_events=100, tolerance=-0.5)
+    strict = TrainerConfig(model=TINY, min_events=100, tolerance=-0.5, refit=False)
     second = run(retrain(s, strict, root))
     assert not second.published and second.version is None and second.announced is None
     assert second.serving_version == first.version.version
@@ -126,7 +128,7 @@ def test_cli_trains_twice_then_rolls_back_and_announces_the_older_version(
         monkeypatch.setenv(key, value)
 
     # tolerance 1: any candidate clears a bar of serving x 0
-    train = ["train", *TINY_ARGS, "--min-events", "100", "--tolerance", "1"]
+    train = ["train", *TINY_ARGS, "--min-events", "100", "--tolerance", "1", "--no-refit"]
     assert main(train) == 0
     assert main(train) == 0
     out = capsys.readouterr().out
@@ -233,3 +235,30 @@ def test_trainer_config_rejects_what_would_fail_mid_run() -> None:
             TrainerConfig(**bad)
     with pytest.raises(ConfigError, match="interval"):
         run(run_schedule(Settings(), TrainerConfig(), "registry", 0))
+
+
+def test_refit_trains_on_every_event_and_waits_for_new_ones(
+    logged: tuple[Settings, int], topic_factory: Callable[..., str], tmp_path: Path
+) -> None:
+    s = _with_updates_topic(logged[0], topic_factory)
+    root = tmp_path / "registry"
+    config = TrainerConfig(model=TINY, min_events=100)
+    first = run(retrain(s, config, root))
+    assert first.published and first.version is not None
+    stored = Registry(root).load("sasrec").metrics
+    newest = from_dataset(load(_snapshot_of(s, tmp_path))).histories.times.max()
+    assert stored["trained_until_ms"] == float(newest)  # the held-back windows included
+    assert 1 <= stored["refit_epochs"] <= TINY["epochs"]
+
+    # Nothing happened since: the serving version has seen every event, so no window
+    # is left to compare on fairly, and nothing is published.
+    again = run(retrain(s, config, root))
+    assert not again.published and again.version is None
+    assert "no user has new events after" in again.reason
+    assert Registry(root).versions("sasrec") == [first.version.version]
+
+
+def _snapshot_of(s: Settings, where: Path) -> Path:
+    out = where / "check.jsonl.gz"
+    run(snapshot(s, out, progress=False))
+    return out
