@@ -266,24 +266,23 @@ class Serving:
             {r.item for rs in ranked for r in rs}
             | {r.anchor for rs in ranked for r in rs if r.anchor}
         )
-        reason = self._cooc_reasons
+        reasons = self._cooc_reasons
+        out = []
+        log = math.log
         for rs in ranked:
-            for r in rs:
-                if r.anchor is not None and r.anchor not in reason:
-                    reason[r.anchor] = f"{REASON_COOC}:{names[r.anchor]}"
-        return [
-            Listing(
-                [names[r.item] for r in rs],
-                [math.log(r.score) if r.score > 0 else -1e300 for r in rs],
-                [
-                    reason[r.anchor]
-                    if r.reason == REASON_COOC and r.anchor is not None
-                    else r.reason
-                    for r in rs
-                ],
-            )
-            for rs in ranked
-        ]
+            items, scores, why = [], [], []
+            for item, score, reason, anchor in rs:
+                items.append(names[item])
+                scores.append(log(score) if score > 0 else -1e300)
+                if reason == REASON_COOC and anchor is not None:
+                    text = reasons.get(anchor)
+                    if text is None:
+                        text = reasons[anchor] = f"{REASON_COOC}:{names[anchor]}"
+                    why.append(text)
+                else:
+                    why.append(reason)
+            out.append(Listing(items, scores, why))
+        return out
 
     async def _new_item_slot(
         self,
