@@ -16,6 +16,7 @@ import torch
 from models.checkpoint import Checkpoint
 from models.data import from_dataset
 from models.datasets import generate, load, to_messages
+from models.datasets.records import purchase
 from models.registry import Registry
 from schemas.codec import Codec
 from schemas.errors import ConfigError
@@ -262,3 +263,37 @@ def _snapshot_of(s: Settings, where: Path) -> Path:
     out = where / "check.jsonl.gz"
     run(snapshot(s, out, progress=False))
     return out
+
+
+def test_after_a_refit_only_newer_events_judge_the_next_candidate(
+    kafka_bootstrap: str, redis_url: str, tmp_path: Path
+) -> None:
+    s = make_settings(kafka_bootstrap, redis_url)
+    ds = generate(n_users=300, n_items=60, n_categories=6, events_per_user=(4, 10), seed=8)
+    publish_records(s, to_messages(ds))
+    try:
+        root = tmp_path / "registry"
+        config = TrainerConfig(model=TINY, min_events=100, tolerance=1.0)
+        first = run(retrain(s, config, root))
+        assert first.published and first.version is not None
+        until = int(first.metrics["trained_until_ms"])
+
+        # A day later, the same users buy again: the only events the served model lacks.
+        purchases = [rec for kind, rec in ds.events if kind == "purchase"]
+        users = sorted({r["user_id"] for r in purchases})[:150]
+        bought = {u: {r["item_id"] for r in purchases if r["user_id"] == u} for u in users}
+        items = sorted({r["item_id"] for r in purchases})
+        later = []
+        for n, user in enumerate(users):
+            item = next(i for i in items[n % len(items) :] + items if i not in bought[user])
+            later.append(purchase(f"later-{n}", user, item, until + 86_400_000 + n))
+        publish_records(s, [("purchase", r["user_id"], r) for r in later])
+
+        second = run(retrain(s, config, root))
+        # Judged on the new day only: the serving version is scored, on users who bought then.
+        assert second.serving is not None and second.serving_version == first.version.version
+        assert second.metrics["users"] <= len(users)
+        assert second.published  # tolerance 1: any candidate clears serving x 0
+        assert second.metrics["trained_until_ms"] == float(later[-1]["ts"])
+    finally:
+        run(delete_topics(kafka_bootstrap, s.topic_partitions()))
