@@ -37,6 +37,7 @@ from bench.common import (
     forget_faust_dir,
     fresh_settings,
     machine,
+    met,
     prepublish,
     settings_from_env,
     tag,
@@ -85,7 +86,7 @@ def describe(name: str, records: list[dict[str, Any]]) -> str:
     return f"{name}: first {len(records):,} purchases, {users:,} users, {items:,} items"
 
 
-async def _through(
+async def through(
     s: Settings, events: Encoded, args: list[str], log_path: Path, prefix: str
 ) -> tuple[dict[str, float], Child]:
     """Publish, start ``args``, time the output topic until every input event is acked.
@@ -131,7 +132,7 @@ async def _through(
 async def raw_ceiling(base: Settings, events: Encoded, logs: Path) -> dict[str, float]:
     s = fresh_settings(base, tag("raw"))
     args = [sys.executable, "-m", "bench.forward", "raw", "--count", str(len(events))]
-    figures, child = await _through(s, events, args, logs / "raw.log", "a_raw")
+    figures, child = await through(s, events, args, logs / "raw.log", "a_raw")
     child.wait(60)
     child.stop()
     own = json.loads(child.log_path.read_text().strip().splitlines()[-1])
@@ -143,7 +144,7 @@ async def faust_ceiling(base: Settings, events: Encoded, logs: Path) -> dict[str
     s = fresh_settings(base, tag("faust"))
     args = [sys.executable, "-m", "bench.forward", "faust"]
     try:
-        figures, child = await _through(s, events, args, logs / "faust.log", "b_faust")
+        figures, child = await through(s, events, args, logs / "faust.log", "b_faust")
         child.stop()
     finally:
         forget_faust_dir(s)
@@ -154,7 +155,7 @@ async def full_path(base: Settings, events: Encoded, logs: Path) -> dict[str, fl
     s = fresh_settings(base, tag("worker"))
     try:
         args = worker_command()
-        figures, child = await _through(s, events, args, logs / "worker.log", "c_worker")
+        figures, child = await through(s, events, args, logs / "worker.log", "c_worker")
         child.stop()
     finally:
         forget_faust_dir(s)
@@ -236,9 +237,6 @@ def _brief(figures: dict[str, Any]) -> str:
 
 
 def markdown(r: dict[str, Any]) -> str:
-    def met(flag: bool) -> str:
-        return "yes" if flag else "**no**"
-
     rows = [
         ("(a) raw aiokafka passthrough, events/s", f"{r['a_raw_events_per_s']:,.0f}", "", ""),
         ("(b) Faust forwarding agent, events/s", f"{r['b_faust_events_per_s']:,.0f}", "", ""),

@@ -172,3 +172,8 @@ async def machine(stack: EmbeddedStack) -> str:
     # Host and port only: a Redis URL may carry a password.
     where = "embedded" if stack.redis is not None else f"at {url.hostname}:{url.port or 6379}"
     return f"{cpu_description()}, {broker}, redis {info.get('redis_version', '?')} {where}"
+
+
+def met(flag: bool) -> str:
+    """A target's verdict as a benchmark table shows it."""
+    return "yes" if flag else "**no**"

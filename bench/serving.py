@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from bench.backbone import _through
+from bench.backbone import through
 from bench.common import (
     Child,
     create_topics,
@@ -39,6 +39,7 @@ from bench.common import (
     forget_faust_dir,
     fresh_settings,
     machine,
+    met,
     tag,
 )
 from bench.latency import PROBES, LatencyOptions, latency
@@ -110,7 +111,7 @@ async def _path(
         if version is not None:
             await announce(version, s)
         args = [sys.executable, "-m", "streams.cli", "--loglevel", "warning", "worker"]
-        figures, child = await _through(s, events, args, logs / f"{label}.log", label)
+        figures, child = await through(s, events, args, logs / f"{label}.log", label)
         child.stop()
     finally:
         forget_faust_dir(s)
@@ -299,9 +300,6 @@ async def http(
 
 
 def markdown(r: dict[str, Any]) -> str:
-    def met(flag: bool) -> str:
-        return "yes" if flag else "**no**"
-
     rows = [
         ("(a) transformer, micro-batched, events/s", f"{r['a_model_events_per_s']:,.0f}",
          f">= {TARGET_EVENTS_PER_S:,}", met(r["target_a_met"])),
