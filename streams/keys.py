@@ -25,6 +25,12 @@ CATALOG_VERSION = "catalog:version"  # counter of applied catalog changes
 CATALOG_CHANGES = "catalog:changes"  # zset item id -> version of its latest change
 CATALOG_FLOOR = "catalog:floor"  # highest version trimmed from the change log
 CONSENT_WITHDRAWN = "consent:withdrawn"  # set of pseudonyms whose latest choice withdrew consent
+SEGMENT_MODEL = "seg:model"  # JSON: version, centroids, counts, scaler (models.segments.online)
+SEGMENT_WARM = "seg:warm"  # list of raw profiles (JSON, no user ids) until the model is seeded
+SEGMENT_SIZES = "seg:sizes"  # hash segment -> users currently assigned to it
+SEGMENT_TREND_EPOCH = (
+    "seg:trend:t0"  # unix seconds the per-segment trending weights are relative to
+)
 
 
 def seq(uid: str) -> str:
@@ -47,6 +53,15 @@ def subscriptions(uid: str) -> str:
 
 def segment(uid: str) -> str:
     return f"u:{{{uid}}}:seg"
+
+
+def segment_trending(seg: int) -> str:
+    """Zset of item indices by time-decayed popularity among users of a segment.
+
+    >>> segment_trending(3)
+    'seg:3:trend'
+    """
+    return f"seg:{seg}:trend"
 
 
 def edge(uid: str) -> str:

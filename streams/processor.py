@@ -13,6 +13,7 @@ from schemas.errors import InvalidEventError, SchemaError
 from schemas.validation import validate
 from streams import metrics
 from streams.pseudonym import Pseudonymiser
+from streams.segments import Change, Segmenter
 from streams.serving.holder import ModelHolder
 from streams.serving.serve import Serving, reason_text
 from streams.settings import Settings
@@ -69,6 +70,11 @@ class Processor:
         )
         self.holder = holder
         self.serving = Serving(settings, store, holder, self.neighbours)
+        self.segmenter = (
+            Segmenter(settings, store, self.serving.products, clock)
+            if settings.segments_enabled
+            else None
+        )
         # Counts not yet added to the shared Redis counters; the Lua step keeps its own.
         self._unflushed: Counter[str] = Counter()
         self._schema_of = {
@@ -147,18 +153,77 @@ class Processor:
             msg.topic in triggers and status in (APPLIED, REDELIVERED)
             for (msg, _), status in zip(good, result.statuses, strict=True)
         ]
-        if any(wanted):
-            histories = self._histories(batch, result, wanted)
+        # A redelivered event is re-segmented too: a crash between the sequence update
+        # and the segment merge must not leave its user's segment behind. Its profile is
+        # the same (it comes from the stored history); only trending counts it once.
+        changed = self.segmenter is not None and bool(
+            {APPLIED, REDELIVERED} & set(result.statuses)
+        )
+        if any(wanted) or changed:
+            histories, finals = self._histories(batch, result, wanted)
             records = [rec for (_, rec), w in zip(good, wanted, strict=True) if w]
             uids = [ev.uid for ev, w in zip(batch, wanted, strict=True) if w]
-            out.extend(await self._recommend(records, uids, histories))
+            # Consent is read once for both steps: a withdrawn user is neither profiled
+            # nor given anything personal.
+            withdrawn = await self.store.consent_withdrawn(set(uids) | set(finals))
+            segment_of: dict[str, int] = {}
+            if changed:
+                user_id = {ev.uid: rec["user_id"] for ev, (_, rec) in zip(batch, good, strict=True)}
+                moves = await self._segment(batch, result, finals, withdrawn)
+                segment_of = {c.uid: c.new for c in moves}
+                out.extend(self._segment_changes(moves, user_id))
+            if records:
+                out.extend(await self._recommend(records, uids, histories, withdrawn, segment_of))
         await self._flush_counts()
+        return out
+
+    async def _segment(
+        self,
+        batch: Sequence[Interaction],
+        result: ApplyResult,
+        finals: dict[str, tuple[list[int], list[int]]],
+        withdrawn: set[str],
+    ) -> list[Change]:
+        assert self.segmenter is not None
+        events = [
+            (ev.uid, idx, ev.ts_s)
+            for ev, status, idx in zip(batch, result.statuses, result.item_index, strict=True)
+            if status == APPLIED and ev.uid not in withdrawn
+        ]
+        users = {u: h for u, h in finals.items() if u not in withdrawn}
+        moves = await self.segmenter.update(users, events)
+        self._count("segment_updates", len(moves))
+        return moves
+
+    def _segment_changes(self, moves: Sequence[Change], user_id: dict[str, str]) -> list[Output]:
+        now_ms = int(self.clock() * 1000)
+        out = []
+        for c in moves:
+            if not c.moved:
+                continue
+            value = {
+                "user_id": user_id[c.uid],
+                "old": c.old,
+                "new": c.new,
+                "distance": c.distance,
+                "model_version": c.version,
+                "ts": now_ms,
+            }
+            out.append(
+                Output(
+                    self.settings.topic_segments,
+                    user_id[c.uid].encode(),
+                    self.codec.encode("SegmentChange", value, validate=False),
+                )
+            )
+        self._count("segment_changes", len(out))
         return out
 
     def _histories(
         self, batch: Sequence[Interaction], result: ApplyResult, wanted: Sequence[bool]
-    ) -> list[list[int]]:
-        """Each wanted event's user history right after that event.
+    ) -> tuple[list[list[int]], dict[str, tuple[list[int], list[int]]]]:
+        """Each wanted event's user history right after that event, and the (items, times)
+        after the batch of each user with an applied or redelivered event.
 
         Replays the batch over the sequences as they were before it, exactly as the Lua
         step did, so a recommendation neither knows later events of the same batch nor
@@ -186,15 +251,25 @@ class Processor:
                     del ts[: len(ts) - n], its[: len(its) - n]
             if want:
                 out.append(its[:])
-        return out
+        finals = {
+            ev.uid: (items[ev.uid], times[ev.uid])
+            for ev, status in zip(batch, result.statuses, strict=True)
+            if status in (APPLIED, REDELIVERED)
+        }
+        return out, finals
 
     async def _recommend(
-        self, records: list[dict[str, Any]], uids: list[str], histories: list[list[int]]
+        self,
+        records: list[dict[str, Any]],
+        uids: list[str],
+        histories: list[list[int]],
+        withdrawn: set[str],
+        segment_of: dict[str, int],
     ) -> list[Output]:
-        answers = await self.serving.recommend(uids, histories)
+        answers = await self.serving.recommend(uids, histories, withdrawn=withdrawn)
         now_ms = int(self.clock() * 1000)
         outputs = []
-        for rec, answer in zip(records, answers, strict=True):
+        for uid, rec, answer in zip(uids, records, answers, strict=True):
             value = {
                 "user_id": rec["user_id"],
                 "items": [
@@ -202,7 +277,7 @@ class Processor:
                     for r in answer.items
                 ],
                 "model_version": answer.version,
-                "segment": None,
+                "segment": segment_of.get(uid),
                 "cause_event_id": rec["event_id"],
                 "ts": now_ms,
             }
@@ -241,6 +316,18 @@ class Processor:
             ]
             await self.store.apply_preferences(prefs)
             self._count("preferences", len(prefs))
+            if self.segmenter is not None:
+                declared = {
+                    p.uid: rec["user_id"]
+                    for p, (_, rec) in zip(prefs, good, strict=True)
+                    if p.kind in ("wishlist_add", "subscribe")
+                }
+                if declared:
+                    withdrawn = await self.store.consent_withdrawn(declared)
+                    moves = await self.segmenter.declare(
+                        [u for u in declared if u not in withdrawn]
+                    )
+                    out.extend(self._segment_changes(moves, declared))
             self._count("erasures", sum(1 for p in prefs if p.kind == "erase"))
         await self._flush_counts()
         return out

@@ -84,6 +84,13 @@ class Settings(BaseSettings):
     # and product (a 350 ms pause at 12,000 items); frozen objects are never walked.
     gc_freeze_s: float = Field(10.0, ge=0)
 
+    # Online segmentation (see streams.segments): River K-means shared through Redis.
+    segments_enabled: bool = True
+    segments_k: int = Field(6, ge=1, le=100)
+    segments_init_points: int = Field(500, ge=1)  # profiles sampled before seeding centroids
+    segments_init_min_events: int = Field(3, ge=1)  # only such users' profiles seed them
+    segments_min_rate: float = Field(0.03, gt=0, le=1)  # floor of a centroid's learning step
+
     # Business rules (see models.rerank)
     drop_out_of_stock: bool = True
     min_price: float | None = Field(None, ge=0)

@@ -42,7 +42,7 @@ class ProfileConfig:
     """
 
     n_buckets: int = 32
-    price_weight: float = 0.5
+    price_weight: float = 0.25
     frequency_weight: float = 0.3
     cadence_weight: float = 0.2
     recency_weight: float = 0.1

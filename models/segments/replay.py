@@ -3,7 +3,8 @@
 Events are taken in time order in micro-batches; each user in a batch is profiled
 from their history up to the end of the batch (the last ``history`` events, repeats
 kept, as the stream retains them) and takes one online update. The first
-``init_points`` profiles seed the centroids, and those users are then assigned.
+``init_points`` profiles seed the centroids; a user is assigned at their first update
+after that, as in the stream (the warm-up sample keeps no user ids).
 This is what the ``segments`` report calls "online", and what tests check the
 stream against.
 """
@@ -29,7 +30,8 @@ from models.segments.profile import (
 class OnlineConfig:
     k: int = 6
     init_points: int = 500  # profiles buffered before the centroids are seeded
-    min_rate: float = 0.01
+    init_min_events: int = 3  # only profiles of users with this many events enter the sample
+    min_rate: float = 0.03
     seed: int = 0
 
 
@@ -39,6 +41,23 @@ class OnlineRun:
     labels: np.ndarray = field(repr=False)  # int64 [n_users], -1 never assigned
     raw: np.ndarray = field(repr=False)  # raw profile of each user at their last event
     embeddings: np.ndarray = field(repr=False)  # the same, through the model's scaler
+
+
+def mature(raw: np.ndarray, profile: ProfileConfig, online: OnlineConfig) -> np.ndarray:
+    """Rows of users with at least ``init_min_events`` events.
+
+    A first purchase puts all of a profile's share on one category; seeding on such
+    profiles places centroids on single categories, far from where users settle.
+    """
+    return raw[:, profile.n_buckets + 1] >= np.log1p(online.init_min_events) - 1e-9
+
+
+def seed_profiles(
+    raw: np.ndarray, profile: ProfileConfig, online: OnlineConfig, version: str
+) -> SegmentModel:
+    """A model seeded from a warm-up sample of raw profiles, with its scaler fitted on them."""
+    scaler = ProfileScaler.fit(raw, profile)
+    return seed_model(scaler.transform(raw), online.k, version, scaler, online.seed)
 
 
 def catalogue_features(catalogue: Catalogue, config: ProfileConfig) -> tuple[np.ndarray, np.ndarray]:
@@ -70,12 +89,14 @@ def last_profiles(
 
 def one_pass(
     interactions: Interactions,
-    profile: ProfileConfig = ProfileConfig(),
-    online: OnlineConfig = OnlineConfig(),
+    profile: ProfileConfig | None = None,
+    online: OnlineConfig | None = None,
     batch: int = 256,
     history: int = 200,
 ) -> OnlineRun:
     """Stream ``interactions`` once through the online K-means (``repeats="keep"`` data)."""
+    profile = profile or ProfileConfig()
+    online = online or OnlineConfig()
     buckets, prices = catalogue_features(interactions.catalogue, profile)
     h = interactions.histories
     n_users = len(h)
@@ -84,7 +105,7 @@ def one_pass(
     pos_of = np.arange(len(h.items)) - h.offsets[user_of]
     order = np.argsort(h.times, kind="stable")
     labels = np.full(n_users, -1, dtype=np.int64)
-    warm: list[tuple[int, np.ndarray]] = []
+    warm: list[np.ndarray] = []
     km: OnlineKMeans | None = None
     for start in range(0, len(order), batch):
         chunk = order[start : start + batch]
@@ -99,16 +120,13 @@ def one_pass(
             window.offsets, window.items, window.times // 1000, buckets, prices, profile.n_buckets
         )
         if km is None:
-            warm.extend(zip(users.tolist(), raw, strict=True))
-            if len(warm) < online.init_points:
-                continue
-            sample = np.array([r for _, r in warm])
-            scaler = ProfileScaler.fit(sample, profile)
-            model = seed_model(scaler.transform(sample), online.k, "online", scaler, online.seed)
-            km = OnlineKMeans(model, online.min_rate, online.seed)
-            seeded, _ = model.assign(scaler.transform(sample))
-            for (u, _), s in zip(warm, seeded.tolist(), strict=True):
-                labels[u] = s
+            warm.extend(raw[mature(raw, profile, online)])
+            if len(warm) >= online.init_points:
+                km = OnlineKMeans(
+                    seed_profiles(np.array(warm), profile, online, "online"),
+                    online.min_rate,
+                    online.seed,
+                )
             continue
         assert km.model.scaler is not None
         x = km.model.scaler.transform(raw)

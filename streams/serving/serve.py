@@ -33,6 +33,7 @@ from streams import metrics
 from streams.serving.holder import ModelHolder, Served
 from streams.settings import Settings
 from streams.state.neighbours import NeighbourCache
+from streams.state.segment_store import SegmentStore
 from streams.state.store import Store
 
 BASELINE_VERSION = "cooccurrence-v1"
@@ -103,6 +104,9 @@ class ProductCache:
         self._items: dict[str, tuple[Product, Rule]] = {}
         self._version = 0
         self._synced = float("-inf")
+        # Called with the item ids changed since the last sync, or None for "any item":
+        # other per-item caches built from catalog records follow the same log.
+        self.on_change: list[Callable[[list[str] | None], None]] = []
 
     async def _sync(self) -> None:
         now = self.clock()
@@ -114,6 +118,9 @@ class ProductCache:
         else:
             for item in changed:
                 self._items.pop(item, None)
+        if changed is None or changed:
+            for listener in self.on_change:
+                listener(changed)
         self._version, self._synced = version, now
 
     async def get(self, item_ids: Iterable[str]) -> dict[str, tuple[Product, Rule]]:
@@ -147,6 +154,7 @@ class Serving:
         self.rules = rerank_config(settings)
         self.products = ProductCache(store, self.rules, settings.product_cache_s)
         self._cooc_reasons: dict[int, str] = {}  # "bought_with:<item>" per anchor, built once
+        self.segments = SegmentStore(store.redis, settings.trending_tau_s)
 
     async def _to_model(
         self, served: Served, histories: Sequence[Sequence[int]]
@@ -165,31 +173,33 @@ class Serving:
         return [[int(i) for i in table[np.asarray(h, np.int64)] if i] for h in histories]
 
     async def recommend(
-        self, uids: Sequence[str], histories: Sequence[Sequence[int]], k: int | None = None
+        self,
+        uids: Sequence[str],
+        histories: Sequence[Sequence[int]],
+        k: int | None = None,
+        withdrawn: set[str] | None = None,
     ) -> list[Answer]:
-        """Recommendations for each (pseudonymised) user after their history (store indices)."""
+        """Recommendations for each (pseudonymised) user after their history (store indices).
+
+        ``withdrawn`` is the set of these users who withdrew consent, when the caller
+        has read it already.
+        """
         s = self.settings
         k = k or s.top_k
         pool = max(s.candidates, k)
         n = len(uids)
-        withdrawn = await self.store.consent_withdrawn(uids)
+        if withdrawn is None:
+            withdrawn = await self.store.consent_withdrawn(uids)
         served = [self.holder.for_user(u) if self.holder else None for u in uids]
         cands: list[Listing] = [EMPTY] * n
         versions, paths = [BASELINE_VERSION] * n, ["baseline"] * n
 
         trending_rows = [i for i in range(n) if uids[i] in withdrawn or not histories[i]]
         if trending_rows:
-            trend = await self.store.trending(pool + s.history_length)
-            names = await self.store.item_ids(i for i, _ in trend)
-            for row in trending_rows:
-                # consent withdrawn: nothing personal, so not even the history's exclusions
-                seen = set() if uids[row] in withdrawn else set(histories[row])
-                top = [(names[i], w) for i, w in trend if i not in seen][:pool]
-                cands[row] = Listing(
-                    [i for i, _ in top],
-                    [math.log(max(w, 1e-300)) for _, w in top],
-                    [REASON_TRENDING] * len(top),
-                )
+            for row, listing in (
+                await self._trending(uids, histories, trending_rows, withdrawn, pool)
+            ).items():
+                cands[row] = listing
                 versions[row], paths[row] = TRENDING_VERSION, "trending"
         cold = set(trending_rows)
         personal = [i for i in range(n) if i not in cold]
@@ -254,6 +264,38 @@ class Serving:
         for a in answers:
             metrics.RECOMMENDATIONS.labels(a.path).inc()
         return answers
+
+    async def _trending(
+        self,
+        uids: Sequence[str],
+        histories: Sequence[Sequence[int]],
+        rows: Sequence[int],
+        withdrawn: set[str],
+        pool: int,
+    ) -> dict[int, Listing]:
+        """Trending items for users with no history: their segment's when they have one
+        (placed by declared preferences) and consented, else the whole shop's."""
+        depth = pool + self.settings.history_length
+        segment_of = await self.segments.segments_of(
+            uids[r] for r in rows if uids[r] not in withdrawn
+        )
+        lists: dict[int | None, list[tuple[int, float]]] = {None: await self.store.trending(depth)}
+        for s in set(segment_of.values()):
+            lists[s] = await self.segments.trending(s, depth)
+        names = await self.store.item_ids(i for ranked in lists.values() for i, _ in ranked)
+        out = {}
+        for row in rows:
+            seg: int | None = segment_of.get(uids[row])
+            trend, reason = lists[seg], f"{REASON_TRENDING}_in_segment:{seg}"
+            if seg is None or len(trend) < pool:
+                trend, reason = lists[None], REASON_TRENDING
+            # consent withdrawn: nothing personal, so not even the history's exclusions
+            seen = set() if uids[row] in withdrawn else set(histories[row])
+            top = [(names[i], w) for i, w in trend if i not in seen][:pool]
+            out[row] = Listing(
+                [i for i, _ in top], [math.log(max(w, 1e-300)) for _, w in top], [reason] * len(top)
+            )
+        return out
 
     async def _cooc(self, histories: list[Sequence[int]], k: int) -> list[Listing]:
         if not histories:

@@ -2,14 +2,16 @@
 -- or reordered event never undoes a newer one.
 -- KEYS: 1 prefs hash  2 wishlist hash  3 subscriptions hash
 --       4 set of users who withdrew consent (one read per scoring batch)
---       5.. every key of the user
+--       5 segment sizes  6 the user's segment  7.. every key of the user
 -- ARGV: 1 kind  2 item id or ''  3 value or ''  4 ts (ms)  5 pseudonym
 -- Hash values are "<ts>:<1|0>" so the newest decision per field is kept with its time.
 local kind, item, value, ts = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4])
 
 if kind == 'erase' then
   local gone = 0
-  for i = 5, #KEYS do gone = gone + redis.call('DEL', KEYS[i]) end
+  local seg = redis.call('GET', KEYS[6])
+  if seg then redis.call('HINCRBY', KEYS[5], seg, -1) end
+  for i = 7, #KEYS do gone = gone + redis.call('DEL', KEYS[i]) end
   redis.call('SREM', KEYS[4], ARGV[5])
   return gone
 end

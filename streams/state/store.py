@@ -252,6 +252,8 @@ class Store:
                     keys.wishlist(p.uid),
                     keys.subscriptions(p.uid),
                     keys.CONSENT_WITHDRAWN,
+                    keys.SEGMENT_SIZES,
+                    keys.segment(p.uid),
                     *keys.user_keys(p.uid),
                 ],
                 args=[p.kind, p.item_id or "", p.value or "", p.ts, p.uid],

@@ -69,7 +69,11 @@ class Harness:
     def buy(self, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
         msgs = self._messages(self.settings.topic_purchases, "Purchase", records)
         outs = self.run(self.proc.interactions(msgs))
-        return [self.codec.decode("Recommendation", o.value) for o in outs]
+        return [
+            self.codec.decode("Recommendation", o.value)
+            for o in outs
+            if o.topic == self.settings.topic_recommendations
+        ]
 
     def catalog(self, records: list[dict[str, Any]]) -> None:
         self.run(self.proc.catalog(self._messages(self.settings.topic_catalog, "Product", records)))
