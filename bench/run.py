@@ -16,10 +16,10 @@ from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 
-from bench import backbone, cooc_window, serving
+from bench import backbone, cooc_window, segments, serving
 from bench.common import RESULTS
 
-BENCHMARKS = ("backbone", "cooc_window", "serving")
+BENCHMARKS = ("backbone", "cooc_window", "serving", "segments")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -57,6 +57,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             opts = replace(opts, profile=args.profile)
             results = asyncio.run(backbone.run(opts, args.results))
             table = backbone.markdown(results)
+        elif name == "segments":
+            results = asyncio.run(segments.run(segments.Options()))
+            table = segments.markdown(results)
         elif name == "serving":
             results = asyncio.run(serving.run(serving.Options(), args.results))
             table = serving.markdown(results)

@@ -27,6 +27,7 @@ from streams.embedded import EmbeddedStack
 from streams.replay import encoded, publish
 from streams.settings import Settings
 from streams.state import Store
+from streams.state.segment_store import SegmentStore
 from streams.topics import ensure_topics
 
 DEFAULT_LIMIT = 30_000
@@ -80,9 +81,10 @@ async def memory_per_user(store: Store) -> tuple[float, int] | None:
 
 
 async def consume_outputs(settings: Settings, view: View, since_ms: int) -> None:
-    """Read recommendations and dead letters from the start, without a consumer group."""
+    """Read recommendations, segment changes and dead letters from the start, without a
+    consumer group."""
     codec = Codec(settings.wire_format)
-    topics = (settings.topic_recommendations, settings.topic_dead_letter)
+    topics = (settings.topic_recommendations, settings.topic_dead_letter, settings.topic_segments)
     consumer = AIOKafkaConsumer(
         bootstrap_servers=settings.kafka_bootstrap_servers, enable_auto_commit=False
     )
@@ -104,6 +106,7 @@ async def consume_outputs(settings: Settings, view: View, since_ms: int) -> None
 
 async def _refresh(store: Store, view: View) -> None:
     view.stats = await store.stats()
+    view.segment_sizes = await SegmentStore(store.redis).sizes()
     now = time.monotonic()
     processed = view.processed
     if view.samples and processed != view.samples[-1][1]:

@@ -47,6 +47,9 @@ class View:
     first_applied: float | None = None
     last_applied: float | None = None
     memory: tuple[float, int] | None = None  # mean bytes, keys sampled
+    segment_changes: int = 0
+    segment_sizes: dict[int, int] = field(default_factory=dict)
+    segment_version: str = ""
 
     def stat(self, name: str) -> int:
         # Counters are cumulative in a shared Redis; this run is the difference.
@@ -98,6 +101,11 @@ class View:
                 self.dead[letter["error"]] += 1
                 self.last_dead = f"{letter['error']} ({letter['topic']}@{letter['offset']})"
                 return
+            if topic == settings.topic_segments:
+                change = codec.decode("SegmentChange", value)
+                self.segment_changes += 1
+                self.segment_version = change["model_version"]
+                return
             rec = codec.decode("Recommendation", value)
         except SchemaError:
             self.undecodable += 1
@@ -125,6 +133,18 @@ def _published(v: View) -> str:
     return ", ".join(p for p in parts if not p.startswith("0 ")) or "starting"
 
 
+def _seg(seg: int | None) -> str:
+    return "-" if seg is None else str(seg)
+
+
+def _segments(v: View) -> str:
+    """Users per segment, or why there are none yet."""
+    if not v.segment_sizes:
+        return "(sampling profiles to seed the segmentation)"
+    sizes = " ".join(f"{s}:{_n(n)}" for s, n in sorted(v.segment_sizes.items()))
+    return f"users per segment {sizes}" + (f" ({v.segment_version})" if v.segment_version else "")
+
+
 def render(v: View) -> list[str]:
     purchases = len(v.purchases)
     share = f", {100 * len(v.recommended) / purchases:.0f}%" if purchases else ""
@@ -139,6 +159,7 @@ def render(v: View) -> list[str]:
         f"  ({_n(len(v.recommended))} of {_n(purchases)} {v.trigger_label} covered{share})",
         f"  dead letters     {v.dead_letters:>9}"
         + (f"         last: {v.last_dead}" if v.dead_letters else ""),
+        f"  segments         {_n(v.segment_changes):>9} changes   {_segments(v)}",
     ]
     if v.unbounded and v.complete():
         lines.append("  every event published so far is processed; Ctrl-C ends the demo")
@@ -152,7 +173,7 @@ def render(v: View) -> list[str]:
             "",
             f"  user {user} bought {bought} {v.titles.get(bought, '')}".rstrip(),
             f"    recommendation #{count} after event {rec['cause_event_id']}"
-            f" ({rec['model_version']}):",
+            f" ({rec['model_version']}, segment {_seg(rec.get('segment'))}):",
         ]
         for i, item in enumerate(rec["items"][:TOP_N], 1):
             title = v.titles.get(item["item_id"], "")[:40]
@@ -178,6 +199,7 @@ def summary(v: View, wall: float) -> list[str]:
         f"  dead letters      {v.dead_letters} ({v.malformed} malformed sent)",
         *(f"    {count} x {reason[:90]}" for reason, count in sorted(v.dead.items())),
         f"  users / items     {_n(v.stat('users_seen'))} / {_n(v.stat('items_seen'))}",
+        f"  segments          {_n(v.segment_changes)} changes; {_segments(v)}",
         f"  wall time         {_clock(wall)}",
         f"  mean events/s     {_n(v.mean_rate())}"
         f" (worker: {_n(v.processed)} events in {span:.1f}s)",

@@ -1,0 +1,170 @@
+"""Segmentation benchmark (issue 5): what online segmentation costs the worker.
+
+On one broker and one Redis, the backbone's full path (``reco worker`` on the first
+purchases of Online Retail) runs with segmentation off and on, alternately, so that
+both see the same machine load; the figure is the ratio of per-event costs. Beside
+it, the segmentation step alone (profiles, River updates and the Redis merge) runs
+in-process on the same histories, to give segment updates per second.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import os
+import statistics
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import redis.asyncio as aioredis
+
+from bench.backbone import describe, purchases, through
+from bench.common import (
+    encode,
+    forget_faust_dir,
+    fresh_settings,
+    machine,
+    met,
+    settings_from_env,
+    tag,
+    worker_command,
+)
+from schemas.codec import Codec
+from streams.embedded import EmbeddedStack
+from streams.processor import Message, Processor
+from streams.settings import Settings
+from streams.state import Store
+
+NAME = "segments"
+TARGET_ADDED_COST = 0.15
+
+
+@dataclass(frozen=True)
+class Options:
+    events: int = 100_000
+    rounds: int = 2  # off/on pairs
+    inprocess_events: int = 50_000
+    batch: int = 500
+
+
+def log(msg: str) -> None:
+    print(f"[{NAME}] {msg}", flush=True)
+
+
+async def _forget_segments(url: str) -> None:
+    client = aioredis.Redis.from_url(url)
+    try:
+        doomed = [k async for k in client.scan_iter(match="seg:*", count=1000)]
+        if doomed:
+            await client.delete(*doomed)
+    finally:
+        await client.aclose()
+
+
+async def _worker_rate(base: Settings, events: Any, logs: Path, on: bool, n: int) -> float:
+    s = fresh_settings(base, tag("seg-on" if on else "seg-off"))
+    s = s.model_copy(update={"segments_enabled": on})
+    await _forget_segments(s.redis_url or "")
+    try:
+        figures, child = await through(
+            s, events, worker_command(), logs / f"worker-{n}-{on}.log", "w"
+        )
+        child.stop()
+    finally:
+        forget_faust_dir(s)
+    return float(figures["w_events_per_s"])
+
+
+async def _inprocess(base: Settings, records: list[dict[str, Any]], batch: int) -> dict[str, float]:
+    """The interaction step with and without segmentation, driven directly (no broker)."""
+    codec = Codec(base.wire_format)
+    out: dict[str, float] = {}
+    for on in (False, True, False, True):
+        s = fresh_settings(base, tag("inproc")).model_copy(update={"segments_enabled": on})
+        await _forget_segments(s.redis_url or "")
+        store = Store.from_url(s.redis_url or "", trending_tau_s=s.trending_tau_s)
+        proc = Processor(s, store)
+        msgs = [
+            Message(s.topic_purchases, 0, i, r["user_id"].encode(), codec.encode("Purchase", r))
+            for i, r in enumerate(records)
+        ]
+        began = time.perf_counter()
+        for start in range(0, len(msgs), batch):
+            await proc.interactions(msgs[start : start + batch])
+        seconds = time.perf_counter() - began
+        stats = await store.stats()
+        await store.close()
+        key = "on" if on else "off"
+        out.setdefault(f"inprocess_{key}_seconds", seconds)
+        out[f"inprocess_{key}_seconds"] = min(out[f"inprocess_{key}_seconds"], seconds)
+        if on:
+            out["inprocess_segment_updates"] = stats.get("segment_updates", 0)
+    added = out["inprocess_on_seconds"] - out["inprocess_off_seconds"]
+    out["inprocess_events_per_s_off"] = len(records) / out["inprocess_off_seconds"]
+    out["inprocess_events_per_s_on"] = len(records) / out["inprocess_on_seconds"]
+    out["inprocess_added_cost"] = added / out["inprocess_off_seconds"]
+    out["segment_updates_per_s"] = out["inprocess_segment_updates"] / max(added, 1e-9)
+    return out
+
+
+async def run(opts: Options | None = None) -> dict[str, Any]:
+    opts = opts or Options()
+    base = settings_from_env()
+    name, records = purchases(max(opts.events, opts.inprocess_events))
+    logs = Path(tempfile.mkdtemp(prefix="reco-bench-seg-"))
+    out: dict[str, Any] = {"dataset": describe(name, records[: opts.events])}
+    async with EmbeddedStack(base.kafka_bootstrap_servers, base.redis_url) as stack:
+        located = {"kafka_bootstrap_servers": stack.bootstrap_servers, "redis_url": stack.redis_url}
+        base = base.model_copy(update=located)
+        out["date"] = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
+        out["machine"] = await machine(stack)
+        out["load_average_1m_at_start"] = os.getloadavg()[0]
+        out["segments_k"] = base.segments_k
+        events = encode(records[: opts.events], Codec(base.wire_format))
+        off: list[float] = []
+        on: list[float] = []
+        for n in range(opts.rounds):
+            for flag, into in ((False, off), (True, on)):
+                rate = await _worker_rate(base, events, logs, flag, n)
+                into.append(rate)
+                log(f"round {n + 1}: segmentation {'on' if flag else 'off'}: {rate:,.0f} events/s")
+        out["worker_events_per_s_off"] = statistics.median(off)
+        out["worker_events_per_s_on"] = statistics.median(on)
+        out["worker_runs_off"] = ", ".join(f"{r:.0f}" for r in off)
+        out["worker_runs_on"] = ", ".join(f"{r:.0f}" for r in on)
+        # Per-event cost is 1/rate, so the cost added is off/on - 1.
+        out["worker_added_cost"] = (
+            out["worker_events_per_s_off"] / out["worker_events_per_s_on"] - 1
+        )
+        log("in-process step ...")
+        out.update(await _inprocess(base, records[: opts.inprocess_events], opts.batch))
+        out["target_added_cost"] = TARGET_ADDED_COST
+        out["target_met"] = out["worker_added_cost"] <= TARGET_ADDED_COST
+        out["load_average_1m_at_end"] = os.getloadavg()[0]
+    return {k: round(v, 4) if isinstance(v, float) else v for k, v in out.items()}
+
+
+def markdown(r: dict[str, Any]) -> str:
+    rows = [
+        "| what | result | target | met |",
+        "|---|---|---|---|",
+        f"| worker, segmentation off (median of {r['worker_runs_off']}) | "
+        f"{r['worker_events_per_s_off']:,.0f} events/s | | |",
+        f"| worker, segmentation on (median of {r['worker_runs_on']}) | "
+        f"{r['worker_events_per_s_on']:,.0f} events/s | | |",
+        f"| cost added per event, full path | {100 * r['worker_added_cost']:.1f} % | "
+        f"<= {100 * r['target_added_cost']:.0f} % | {met(r['target_met'])} |",
+        f"| interaction step in-process, off / on | {r['inprocess_events_per_s_off']:,.0f} / "
+        f"{r['inprocess_events_per_s_on']:,.0f} events/s | | |",
+        f"| cost added per event, in-process step | {100 * r['inprocess_added_cost']:.1f} % | | |",
+        f"| segment updates per second of segmentation time (Redis included) | "
+        f"{r['segment_updates_per_s']:,.0f} | | |",
+    ]
+    return "\n".join(rows)
+
+
+if __name__ == "__main__":
+    asyncio.run(run())
