@@ -1,4 +1,5 @@
-# Targets people look for: venv, redis, test, demo, train, bench, benchmark, lint, clean.
+# Targets people look for: venv, redis, test, demo, train, bench, benchmark, segments, lint,
+# clean.
 # `make test` on a fresh clone does the whole set-up; re-runs skip what is done.
 
 PYTHON ?= python3
@@ -12,10 +13,12 @@ DEMO_ARGS ?=
 # `make benchmark` trains and evaluates every model on each of these sets
 BENCHMARK_SETS ?= ml-100k online_retail toys sports video_games
 BENCHMARK_ARGS ?=
+# `make segments` writes the segmentation report and personas of each of these sets
+SEGMENT_SETS ?= online_retail ml-100k
 # `make train` retrains once against KAFKA_BOOTSTRAP_SERVERS, e.g. TRAIN_ARGS='--every 3600'
 TRAIN_ARGS ?=
 
-.PHONY: venv redis test demo train bench benchmark lint clean
+.PHONY: venv redis test demo train bench benchmark segments lint clean
 
 venv: $(STAMP)
 
@@ -53,6 +56,9 @@ bench: venv
 
 benchmark: venv
 	$(BIN)/reco benchmark $(BENCHMARK_SETS) $(BENCHMARK_ARGS)
+
+segments: venv
+	for set in $(SEGMENT_SETS); do $(BIN)/reco segments $$set || exit 1; done
 
 lint: venv
 	$(BIN)/ruff check .

@@ -1,5 +1,5 @@
 """`reco` command line: worker, replay, topics, demo, publish, snapshot, train, rollback,
-benchmark."""
+benchmark, segments."""
 
 from __future__ import annotations
 
@@ -189,6 +189,34 @@ def _cmd_benchmark(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _cmd_segments(args: argparse.Namespace, settings: Settings) -> int:
+    from pathlib import Path
+
+    from models.segments.report import ReportConfig, parse_k_range, run, save
+
+    try:
+        config = ReportConfig(
+            embedding=args.embedding,
+            k=args.k,
+            k_range=parse_k_range(args.k_range),
+            limit=args.limit,
+            personas_of=args.personas,
+            checkpoint=args.checkpoint,
+            sequence_epochs=args.epochs,
+        )
+        report = run(args.dataset, config)
+        suffix = "" if args.embedding == "profile" else f"-{args.embedding}"
+        out = Path(args.out or f"demo-out/segments/{report.dataset}{suffix}")
+        files = save(report, out, Path(args.results) if args.results else None)
+    except (ValueError, FileNotFoundError) as exc:
+        print(f"reco segments: {exc}", file=sys.stderr)
+        return 2
+    print(f"{report.source}: {report.users:,} users\n\n{report.table()}\n")
+    print("\n".join(report.notes()))
+    print("\nwrote " + ", ".join(str(f) for f in files))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="reco", description=__doc__)
     parser.add_argument("--loglevel", default="info")
@@ -335,6 +363,50 @@ def build_parser() -> argparse.ArgumentParser:
         help="override a model's config, e.g. sasrec.max_minutes=10 (repeatable)",
     )
     bp.add_argument("--out", default="bench/results", help="where the table and JSON go")
+
+    gp = sub.add_parser(
+        "segments", help="segment users online and offline, compare, and write personas"
+    )
+    gp.add_argument("dataset", help="data set name or file the importers read")
+    gp.add_argument(
+        "--embedding",
+        choices=["profile", "als", "sequence"],
+        default="profile",
+        help="user embedding the batch models cluster (the online model always uses profiles)",
+    )
+    ks = gp.add_mutually_exclusive_group()
+    ks.add_argument("--k", type=int, default=None, help="segments for every model")
+    ks.add_argument(
+        "--k-range",
+        default="2-10",
+        help="choose k by K-means silhouette over this range (default: 2-10)",
+    )
+    gp.add_argument(
+        "--out",
+        default=None,
+        help="report directory (default: demo-out/segments/<set>, <set>-<embedding> for als "
+        "and sequence)",
+    )
+    gp.add_argument("--limit", type=int, default=None, help="only the first N events")
+    gp.add_argument(
+        "--personas",
+        choices=["kmeans", "gmm", "hdbscan", "online"],
+        default="kmeans",
+        help="segmentation the personas describe (default: batch K-means)",
+    )
+    gp.add_argument(
+        "--checkpoint",
+        default=None,
+        help="sequence model checkpoint for --embedding sequence (default: train a small SASRec)",
+    )
+    gp.add_argument(
+        "--epochs", type=int, default=3, help="epochs of that small SASRec (default: 3)"
+    )
+    gp.add_argument(
+        "--results",
+        default="bench/results",
+        help="also write the JSON here (default: bench/results; '' to skip)",
+    )
     return parser
 
 
@@ -348,6 +420,7 @@ COMMANDS = {
     "train": _cmd_train,
     "rollback": _cmd_rollback,
     "benchmark": _cmd_benchmark,
+    "segments": _cmd_segments,
 }
 
 

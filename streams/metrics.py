@@ -44,3 +44,17 @@ MODEL_LOADED_AT = Gauge(
     "When the serving version was swapped in",
     registry=REGISTRY,
 )
+SEGMENT_UPDATES = Counter(
+    "reco_segment_updates", "Online K-means updates (one per user and batch)", registry=REGISTRY
+)
+SEGMENT_CHANGES = Counter(
+    "reco_segment_changes",
+    "Users who moved to another segment (SegmentChange events)",
+    registry=REGISTRY,
+)
+SEGMENT_SECONDS = Histogram(
+    "reco_segment_seconds",
+    "Time the segmentation step takes per micro-batch (Redis merge included)",
+    buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25),
+    registry=REGISTRY,
+)

@@ -156,9 +156,7 @@ class Processor:
         # A redelivered event is re-segmented too: a crash between the sequence update
         # and the segment merge must not leave its user's segment behind. Its profile is
         # the same (it comes from the stored history); only trending counts it once.
-        changed = self.segmenter is not None and bool(
-            {APPLIED, REDELIVERED} & set(result.statuses)
-        )
+        changed = self.segmenter is not None and bool({APPLIED, REDELIVERED} & set(result.statuses))
         if any(wanted) or changed:
             histories, finals = self._histories(batch, result, wanted)
             records = [rec for (_, rec), w in zip(good, wanted, strict=True) if w]
@@ -191,7 +189,9 @@ class Processor:
             if status == APPLIED and ev.uid not in withdrawn
         ]
         users = {u: h for u, h in finals.items() if u not in withdrawn}
-        moves = await self.segmenter.update(users, events)
+        with metrics.SEGMENT_SECONDS.time():
+            moves = await self.segmenter.update(users, events)
+        metrics.SEGMENT_UPDATES.inc(len(moves))
         self._count("segment_updates", len(moves))
         return moves
 
@@ -216,6 +216,7 @@ class Processor:
                     self.codec.encode("SegmentChange", value, validate=False),
                 )
             )
+        metrics.SEGMENT_CHANGES.inc(len(out))
         self._count("segment_changes", len(out))
         return out
 

@@ -80,6 +80,7 @@ def register_routes(
                     uid = proc.pseudonym(user_id)
                     history = await proc.store.history(uid)
                     [answer] = await proc.serving.recommend([uid], [history], k)
+                    segment = (await proc.serving.segments.segments_of([uid])).get(uid)
             except UNAVAILABLE as exc:
                 log.warning("recommendations unavailable: %s", exc)
                 return error(view, 503, "state store unavailable")
@@ -87,6 +88,7 @@ def register_routes(
                 "user_id": user_id,
                 "model_version": answer.version,
                 "path": answer.path,
+                "segment": segment,
                 "items": [
                     {"item_id": r.item_id, "score": r.score, "reason": reason_text(r)}
                     for r in answer.items

@@ -118,23 +118,25 @@ class OnlineKMeans:
         self._dim = dim
         self._counts = model.counts.copy()
         self._learnt = np.zeros(k)
+        # A copy of River's centers as a matrix, kept in step after each update: the step
+        # size depends on which centroid is nearest, and finding it here costs a tenth of
+        # River's dict-based search (which learn_predict_one runs once more anyway).
+        self._mirror = model.centroids.copy()
 
     def learn_predict(self, x: np.ndarray) -> tuple[int, float]:
         """Move the nearest centroid towards ``x``; its segment and distance after the move."""
-        features = dict(enumerate(x.tolist()))
-        nearest = self._river.predict_one(features)
+        nearest = int(((self._mirror - x) ** 2).sum(axis=1).argmin())
         self._river.halflife = max(1.0 / (self._counts[nearest] + 1.0), self.min_rate)
-        segment = self._river.learn_predict_one(features)
+        segment = int(self._river.learn_predict_one(dict(enumerate(x.tolist()))))
         self._counts[segment] += 1.0
         self._learnt[segment] += 1.0
         center = self._river.centers[segment]
-        dist = float(np.sqrt(sum((center[i] - v) ** 2 for i, v in features.items())))
-        return int(segment), dist
+        row = np.fromiter((center[i] for i in range(self._dim)), np.float64, self._dim)
+        self._mirror[segment] = row
+        return segment, float(np.sqrt(((row - x) ** 2).sum()))
 
     def centroids(self) -> np.ndarray:
-        return np.array(
-            [[self._river.centers[c][i] for i in range(self._dim)] for c in range(self.model.k)]
-        )
+        return self._mirror.copy()
 
     def predict(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Segments and distances for rows of ``x`` under the current centroids, no learning."""

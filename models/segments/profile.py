@@ -79,9 +79,7 @@ def path_categories(path: str) -> list[str]:
     return ["/".join(parts[: i + 1]) for i in range(len(parts))]
 
 
-def item_buckets(
-    categories: Sequence[Sequence[str]], n_buckets: int, width: int = 4
-) -> np.ndarray:
+def item_buckets(categories: Sequence[Sequence[str]], n_buckets: int, width: int = 4) -> np.ndarray:
     """Bucket numbers of each item's categories, ``int32 [n_items, width]``, -1 pads."""
     out = np.full((len(categories), width), -1, dtype=np.int32)
     for row, cats in enumerate(categories):

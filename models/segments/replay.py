@@ -60,7 +60,9 @@ def seed_profiles(
     return seed_model(scaler.transform(raw), online.k, version, scaler, online.seed)
 
 
-def catalogue_features(catalogue: Catalogue, config: ProfileConfig) -> tuple[np.ndarray, np.ndarray]:
+def catalogue_features(
+    catalogue: Catalogue, config: ProfileConfig
+) -> tuple[np.ndarray, np.ndarray]:
     """Bucket rows and prices indexed by item number, built the way the stream builds them.
 
     The stream sees a product's categories joined as one "/" path and uses each level.
@@ -137,7 +139,9 @@ def one_pass(
             f"only {len(warm)} user updates: fewer than init_points={online.init_points}"
         )
     centroids = km.centroids()
-    final = SegmentModel(km.model.version, centroids, km.model.counts + km.delta()[1], km.model.scaler)
+    final = SegmentModel(
+        km.model.version, centroids, km.model.counts + km.delta()[1], km.model.scaler
+    )
     raw_last = last_profiles(interactions, profile, history)
     assert final.scaler is not None
     return OnlineRun(final, labels, raw_last, final.scaler.transform(raw_last))

@@ -131,7 +131,7 @@ def purchases(shop: SyntheticDataset) -> list[dict[str, Any]]:
 def stored_segments(client: redis.Redis, settings: Settings, users: list[str]) -> list[int]:
     pseudo = Pseudonymiser(settings.secret_bytes())
     values = client.mget([keys.segment(pseudo(u)) for u in users])
-    return [-1 if v is None else int(v) for v in values]  # type: ignore[union-attr]
+    return [-1 if v is None else int(v) for v in values]
 
 
 def test_two_workers_recover_planted_segments_and_agree(

@@ -74,6 +74,7 @@ def test_api_answers_what_the_stream_emitted(
         web_port=port,
         product_cache_s=0,
         cooc_cache_s=0,
+        segments_init_points=20,
     )
     ds = generate(n_users=40, n_items=60, events_per_user=(3, 8), seed=11)
     events = [rec for kind, rec in ds.events if kind == "purchase"]
@@ -114,6 +115,7 @@ def test_api_answers_what_the_stream_emitted(
             assert answer["user_id"] == user
             assert answer["model_version"] == streamed["model_version"] == BASELINE_VERSION
             assert answer["path"] == "baseline"
+            assert answer["segment"] == streamed["segment"] is not None
             assert [i["item_id"] for i in answer["items"]] == [
                 i["item_id"] for i in streamed["items"]
             ]
