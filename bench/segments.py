@@ -9,12 +9,15 @@ in-process on the same histories, to give segment updates per second.
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import datetime as dt
+import json
 import os
 import statistics
 import tempfile
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,6 +26,7 @@ import redis.asyncio as aioredis
 
 from bench.backbone import describe, purchases, through
 from bench.common import (
+    RESULTS,
     encode,
     forget_faust_dir,
     fresh_settings,
@@ -32,6 +36,7 @@ from bench.common import (
     tag,
     worker_command,
 )
+from models.datasets import load
 from schemas.codec import Codec
 from streams.embedded import EmbeddedStack
 from streams.processor import Message, Processor
@@ -48,6 +53,7 @@ class Options:
     rounds: int = 2  # off/on pairs
     inprocess_events: int = 50_000
     batch: int = 500
+    dataset: str | None = None  # None: the backbone's (Online Retail)
 
 
 def log(msg: str) -> None:
@@ -91,11 +97,14 @@ async def _inprocess(base: Settings, records: list[dict[str, Any]], batch: int) 
             Message(s.topic_purchases, 0, i, r["user_id"].encode(), codec.encode("Purchase", r))
             for i, r in enumerate(records)
         ]
+        # Counters in Redis are shared by every run: count this run's by difference.
+        before = (await store.stats()).get("segment_updates", 0)
         began = time.perf_counter()
         for start in range(0, len(msgs), batch):
             await proc.interactions(msgs[start : start + batch])
         seconds = time.perf_counter() - began
         stats = await store.stats()
+        stats["segment_updates"] = stats.get("segment_updates", 0) - before
         await store.close()
         key = "on" if on else "off"
         out.setdefault(f"inprocess_{key}_seconds", seconds)
@@ -113,7 +122,12 @@ async def _inprocess(base: Settings, records: list[dict[str, Any]], batch: int) 
 async def run(opts: Options | None = None) -> dict[str, Any]:
     opts = opts or Options()
     base = settings_from_env()
-    name, records = purchases(max(opts.events, opts.inprocess_events))
+    n = max(opts.events, opts.inprocess_events)
+    if opts.dataset is None:
+        name, records = purchases(n)
+    else:
+        ds = load(opts.dataset, limit=n)
+        name, records = ds.name, [r for kind, r in ds.events if kind == "purchase"]
     logs = Path(tempfile.mkdtemp(prefix="reco-bench-seg-"))
     out: dict[str, Any] = {"dataset": describe(name, records[: opts.events])}
     async with EmbeddedStack(base.kafka_bootstrap_servers, base.redis_url) as stack:
@@ -166,5 +180,20 @@ def markdown(r: dict[str, Any]) -> str:
     return "\n".join(rows)
 
 
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.segments", description=__doc__)
+    parser.add_argument("--dataset", default=None, help="data set name (default: Online Retail)")
+    parser.add_argument("--rounds", type=int, default=Options.rounds, help="off/on worker pairs")
+    args = parser.parse_args(argv)
+    results = asyncio.run(run(Options(rounds=args.rounds, dataset=args.dataset)))
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    path = RESULTS / f"{NAME}-{args.dataset or 'online_retail'}.json"
+    path.write_text(json.dumps(results, indent=2) + "\n")
+    print(f"\n## {NAME}: {results['dataset']}; {results['machine']}; {results['date']}\n")
+    print(markdown(results))
+    print(f"\nwritten to {path}")
+    return 0
+
+
 if __name__ == "__main__":
-    asyncio.run(run())
+    raise SystemExit(main())

@@ -28,9 +28,12 @@ CONSENT_WITHDRAWN = "consent:withdrawn"  # set of pseudonyms whose latest choice
 SEGMENT_MODEL = "seg:model"  # JSON: version, centroids, counts, scaler (models.segments.online)
 SEGMENT_WARM = "seg:warm"  # list of raw profiles (JSON, no user ids) until the model is seeded
 SEGMENT_SIZES = "seg:sizes"  # hash segment -> users currently assigned to it
-SEGMENT_TREND_EPOCH = (
-    "seg:trend:t0"  # unix seconds the per-segment trending weights are relative to
-)
+# unix seconds the per-segment trending weights are relative to
+SEGMENT_TREND_EPOCH = "seg:trend:t0"
+EVALUATION = "eval"  # hash "<version|segment|arm>:<value>:<n|hits|rr>": online evaluation
+EXPOSURE = "exposure"  # zset item id -> times shown in a recommendation
+DRIFT_ALERTS = "drift:alerts"  # list of recent DriftAlert records (JSON), newest first
+WORKERS = "workers"  # hash worker id -> JSON heartbeat (rate, versions, partitions, time)
 
 
 def seq(uid: str) -> str:
@@ -64,6 +67,25 @@ def segment_trending(seg: int) -> str:
     return f"seg:{seg}:trend"
 
 
+def last_recommendation(uid: str) -> str:
+    """The last recommendation shown to a user, kept for the attribution window."""
+    return f"u:{{{uid}}}:rec"
+
+
+def evaluation_hour(start_s: int) -> str:
+    """Online evaluation counts of the hour (event time) starting at ``start_s``.
+
+    >>> evaluation_hour(7200)
+    'eval:h:7200'
+    """
+    return f"eval:h:{start_s}"
+
+
+def drift_cooldown(monitor: str) -> str:
+    """Set while a monitor's alert is being debounced, so that workers alert once."""
+    return f"drift:cooldown:{monitor}"
+
+
 def edge(uid: str) -> str:
     """Hashes of evicted events in the second of the oldest kept one (see the Lua step)."""
     return f"u:{{{uid}}}:edge"
@@ -71,7 +93,15 @@ def edge(uid: str) -> str:
 
 def user_keys(uid: str) -> tuple[str, ...]:
     """All keys that hold data of one user: what an erasure deletes."""
-    return (seq(uid), edge(uid), prefs(uid), wishlist(uid), subscriptions(uid), segment(uid))
+    return (
+        seq(uid),
+        edge(uid),
+        prefs(uid),
+        wishlist(uid),
+        subscriptions(uid),
+        segment(uid),
+        last_recommendation(uid),
+    )
 
 
 def item_meta(item_id: str) -> str:

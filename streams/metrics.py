@@ -58,3 +58,15 @@ SEGMENT_SECONDS = Histogram(
     buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25),
     registry=REGISTRY,
 )
+ONLINE_JUDGED = Counter(
+    "reco_online_judged",
+    "Purchases judged against the list shown to the user before them, by model version",
+    ["version"],
+    registry=REGISTRY,
+)
+ONLINE_HITS = Counter(
+    "reco_online_hits",
+    "Judged purchases of an item that was in that list, by model version",
+    ["version"],
+    registry=REGISTRY,
+)

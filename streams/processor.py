@@ -12,12 +12,14 @@ from schemas.codec import Codec
 from schemas.errors import InvalidEventError, SchemaError
 from schemas.validation import validate
 from streams import metrics
+from streams.evaluation import Evaluator, Shown, Step, Verdict
 from streams.pseudonym import Pseudonymiser
 from streams.segments import Change, Segmenter
 from streams.serving.holder import ModelHolder
-from streams.serving.serve import Serving, reason_text
+from streams.serving.serve import Answer, Serving, reason_text
 from streams.settings import Settings
 from streams.state import Interaction, Store, event_hash
+from streams.state.batch import replay_batch
 from streams.state.neighbours import NeighbourCache
 from streams.state.store import APPLIED, REDELIVERED, ApplyResult, Preference
 
@@ -70,6 +72,11 @@ class Processor:
         )
         self.holder = holder
         self.serving = Serving(settings, store, holder, self.neighbours)
+        self.evaluator = (
+            Evaluator(store.redis, settings.attribution_window_s)
+            if settings.evaluation_enabled
+            else None
+        )
         self.segmenter = (
             Segmenter(settings, store, self.serving.products, clock)
             if settings.segments_enabled
@@ -158,7 +165,7 @@ class Processor:
         # the same (it comes from the stored history); only trending counts it once.
         changed = self.segmenter is not None and bool({APPLIED, REDELIVERED} & set(result.statuses))
         if any(wanted) or changed:
-            histories, finals = self._histories(batch, result, wanted)
+            histories, finals = replay_batch(batch, result, wanted, self.settings.history_length)
             records = [rec for (_, rec), w in zip(good, wanted, strict=True) if w]
             uids = [ev.uid for ev, w in zip(batch, wanted, strict=True) if w]
             # Consent is read once for both steps: a withdrawn user is neither profiled
@@ -170,10 +177,58 @@ class Processor:
                 moves = await self._segment(batch, result, finals, withdrawn)
                 segment_of = {c.uid: c.new for c in moves}
                 out.extend(self._segment_changes(moves, user_id))
+            answers: list[Answer] = []
             if records:
-                out.extend(await self._recommend(records, uids, histories, withdrawn, segment_of))
+                outputs, answers = await self._recommend(
+                    records, uids, histories, withdrawn, segment_of
+                )
+                out.extend(outputs)
+            if self.evaluator is not None:
+                await self._evaluate(good, batch, result, wanted, answers, withdrawn, segment_of)
         await self._flush_counts()
         return out
+
+    async def _evaluate(
+        self,
+        good: Sequence[tuple[Message, dict[str, Any]]],
+        batch: Sequence[Interaction],
+        result: ApplyResult,
+        wanted: Sequence[bool],
+        answers: Sequence[Answer],
+        withdrawn: set[str],
+        segment_of: dict[str, int],
+    ) -> list[Verdict]:
+        """Judge first-time purchases against the list shown before; remember the new lists.
+
+        Users who withdrew consent are left out: remembering what they were shown and
+        bought would be a personal record.
+        """
+        assert self.evaluator is not None
+        shown = iter(answers)
+        purchases = self.settings.topic_purchases
+        steps = []
+        for (msg, rec), ev, status, w in zip(good, batch, result.statuses, wanted, strict=True):
+            answer = next(shown) if w else None
+            if ev.uid in withdrawn:
+                continue
+            listed = None
+            if answer is not None and answer.items:
+                listed = Shown(
+                    ev.ts_s,
+                    answer.version,
+                    self.serving.arm_of(ev.uid),
+                    segment_of.get(ev.uid),
+                    tuple(i.item_id for i in answer.items),
+                )
+            judged = msg.topic == purchases and status == APPLIED
+            steps.append(Step(ev.uid, rec["item_id"], ev.ts_s, judged, listed))
+        verdicts = await self.evaluator.observe(steps)
+        for v in verdicts:
+            metrics.ONLINE_JUDGED.labels(v.shown.version).inc()
+            if v.hit:
+                metrics.ONLINE_HITS.labels(v.shown.version).inc()
+        self._count("judged", len(verdicts))
+        return verdicts
 
     async def _segment(
         self,
@@ -220,45 +275,6 @@ class Processor:
         self._count("segment_changes", len(out))
         return out
 
-    def _histories(
-        self, batch: Sequence[Interaction], result: ApplyResult, wanted: Sequence[bool]
-    ) -> tuple[list[list[int]], dict[str, tuple[list[int], list[int]]]]:
-        """Each wanted event's user history right after that event, and the (items, times)
-        after the batch of each user with an applied or redelivered event.
-
-        Replays the batch over the sequences as they were before it, exactly as the Lua
-        step did, so a recommendation neither knows later events of the same batch nor
-        forgets items that those later events pushed out of the retained window.
-        """
-        n = self.settings.history_length
-        times: dict[str, list[int]] = {}
-        items: dict[str, list[int]] = {}
-        out = []
-        for ev, status, idx, want in zip(
-            batch, result.statuses, result.item_index, wanted, strict=True
-        ):
-            ts, its = times.get(ev.uid), items.get(ev.uid)
-            if ts is None or its is None:
-                before = result.before[ev.uid]
-                ts = times[ev.uid] = before["ts"].tolist()
-                its = items[ev.uid] = before["item"].tolist()
-            if status == APPLIED:
-                pos = len(ts)
-                while pos and ts[pos - 1] > ev.ts_s:
-                    pos -= 1
-                ts.insert(pos, ev.ts_s)
-                its.insert(pos, idx)
-                if len(ts) > n:
-                    del ts[: len(ts) - n], its[: len(its) - n]
-            if want:
-                out.append(its[:])
-        finals = {
-            ev.uid: (items[ev.uid], times[ev.uid])
-            for ev, status in zip(batch, result.statuses, strict=True)
-            if status in (APPLIED, REDELIVERED)
-        }
-        return out, finals
-
     async def _recommend(
         self,
         records: list[dict[str, Any]],
@@ -266,7 +282,7 @@ class Processor:
         histories: list[list[int]],
         withdrawn: set[str],
         segment_of: dict[str, int],
-    ) -> list[Output]:
+    ) -> tuple[list[Output], list[Answer]]:
         answers = await self.serving.recommend(uids, histories, withdrawn=withdrawn)
         now_ms = int(self.clock() * 1000)
         outputs = []
@@ -290,7 +306,7 @@ class Processor:
                 )
             )
         self._count("recommendations", len(outputs))
-        return outputs
+        return outputs, answers
 
     async def catalog(self, msgs: Sequence[Message]) -> list[Output]:
         out: list[Output] = []

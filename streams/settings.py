@@ -91,6 +91,11 @@ class Settings(BaseSettings):
     segments_init_min_events: int = Field(3, ge=1)  # only such users' profiles seed them
     segments_min_rate: float = Field(0.03, gt=0, le=1)  # floor of a centroid's learning step
 
+    # Online evaluation (see streams.evaluation): purchases judged against the last list
+    # shown to the user within the window (event time).
+    evaluation_enabled: bool = True
+    attribution_window_s: float = Field(7 * 86_400.0, gt=0)
+
     # Business rules (see models.rerank)
     drop_out_of_stock: bool = True
     min_price: float | None = Field(None, ge=0)

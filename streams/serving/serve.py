@@ -40,6 +40,7 @@ BASELINE_VERSION = "cooccurrence-v1"
 TRENDING_VERSION = "trending-v1"
 REASON_BECAUSE = "because_you_bought"
 REASON_TRENDING = "trending"
+ARM_CONTROL = "control"
 REASON_NEW = "new_in_category"
 _RRF = 10.0  # rank offset of reciprocal-rank fusion: small lists, so a small constant
 
@@ -155,6 +156,10 @@ class Serving:
         self.products = ProductCache(store, self.rules, settings.product_cache_s)
         self._cooc_reasons: dict[int, str] = {}  # "bought_with:<item>" per anchor, built once
         self.segments = SegmentStore(store.redis, settings.trending_tau_s)
+
+    def arm_of(self, uid: str) -> str:
+        """The A/B arm a user is in ("control" while no test runs)."""
+        return ARM_CONTROL
 
     async def _to_model(
         self, served: Served, histories: Sequence[Sequence[int]]

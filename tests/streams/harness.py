@@ -18,8 +18,10 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from schemas.codec import Codec
 from streams import keys
+from streams.processor import Message, Output, Processor
 from streams.replay import encoded, publish
 from streams.settings import Settings
+from streams.state import Store
 from streams.state.sequence import decode_sequence
 from streams.topics import ensure_topics
 
@@ -235,3 +237,43 @@ def logical_snapshot(client: redis.Redis) -> dict[str, Any]:
         else:
             out[k] = client.dump(key)
     return out
+
+
+class InProcess:
+    """A processor driven in-process (no broker), with its own Redis client, event loop
+    and offsets: a stand-in for a worker that owns one partition."""
+
+    def __init__(self, settings: Settings, redis_url: str, partition: int) -> None:
+        self.settings = settings
+        self.codec = Codec(settings.wire_format)
+        self.loop = asyncio.new_event_loop()
+        self.store = Store.from_url(redis_url, trending_tau_s=settings.trending_tau_s)
+        self.proc = Processor(settings, self.store)
+        self.partition = partition
+        self.offset = 0
+
+    def send(self, topic: str, schema: str, records: list[dict[str, Any]]) -> list[Output]:
+        msgs = []
+        for rec in records:
+            self.offset += 1
+            key = (rec.get("user_id") or rec["item_id"]).encode()
+            value = self.codec.encode(schema, rec)
+            msgs.append(Message(topic, self.partition, self.offset, key, value))
+        s = self.settings
+        handler = {
+            s.topic_purchases: self.proc.interactions,
+            s.topic_catalog: self.proc.catalog,
+            s.topic_preferences: self.proc.preferences,
+        }[topic]
+        return self.loop.run_until_complete(handler(msgs))
+
+    def changes(self, outs: list[Output]) -> list[dict[str, Any]]:
+        return [
+            self.codec.decode("SegmentChange", o.value)
+            for o in outs
+            if o.topic == self.settings.topic_segments
+        ]
+
+    def close(self) -> None:
+        self.loop.run_until_complete(self.store.close())
+        self.loop.close()

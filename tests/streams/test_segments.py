@@ -7,7 +7,6 @@ segmentation model only through Redis.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import zlib
 from collections.abc import Iterator
@@ -22,18 +21,17 @@ from sklearn.metrics import adjusted_rand_score
 from models.datasets import SyntheticDataset, generate
 from schemas.codec import Codec
 from streams import keys
-from streams.processor import Message, Output, Processor
 from streams.pseudonym import Pseudonymiser
 from streams.settings import Settings
-from streams.state import Store
-from tests.streams.harness import Worker as WorkerProcess
 from tests.streams.harness import (
+    InProcess,
     consume,
     make_settings,
     publish_records,
     stat,
     wait_for,
 )
+from tests.streams.harness import Worker as WorkerProcess
 
 pytestmark = pytest.mark.integration
 
@@ -41,45 +39,6 @@ pytestmark = pytest.mark.integration
 @pytest.fixture(scope="module")
 def shop() -> SyntheticDataset:
     return generate(n_users=1000, n_segments=4, seed=1)
-
-
-class Worker:
-    """A processor with its own Redis client, event loop and offsets."""
-
-    def __init__(self, settings: Settings, redis_url: str, partition: int) -> None:
-        self.settings = settings
-        self.codec = Codec(settings.wire_format)
-        self.loop = asyncio.new_event_loop()
-        self.store = Store.from_url(redis_url, trending_tau_s=settings.trending_tau_s)
-        self.proc = Processor(settings, self.store)
-        self.partition = partition
-        self.offset = 0
-
-    def send(self, topic: str, schema: str, records: list[dict[str, Any]]) -> list[Output]:
-        msgs = []
-        for rec in records:
-            self.offset += 1
-            key = (rec.get("user_id") or rec["item_id"]).encode()
-            value = self.codec.encode(schema, rec)
-            msgs.append(Message(topic, self.partition, self.offset, key, value))
-        s = self.settings
-        handler = {
-            s.topic_purchases: self.proc.interactions,
-            s.topic_catalog: self.proc.catalog,
-            s.topic_preferences: self.proc.preferences,
-        }[topic]
-        return self.loop.run_until_complete(handler(msgs))
-
-    def changes(self, outs: list[Output]) -> list[dict[str, Any]]:
-        return [
-            self.codec.decode("SegmentChange", o.value)
-            for o in outs
-            if o.topic == self.settings.topic_segments
-        ]
-
-    def close(self) -> None:
-        self.loop.run_until_complete(self.store.close())
-        self.loop.close()
 
 
 @pytest.fixture
@@ -96,8 +55,8 @@ def settings(redis_url: str) -> Settings:
 @pytest.fixture
 def workers(
     redis_client: redis.Redis, redis_url: str, settings: Settings, shop: SyntheticDataset
-) -> Iterator[list[Worker]]:
-    pair = [Worker(settings, redis_url, p) for p in (0, 1)]
+) -> Iterator[list[InProcess]]:
+    pair = [InProcess(settings, redis_url, p) for p in (0, 1)]
     pair[0].send(settings.topic_catalog, "Product", list(shop.products))
     yield pair
     for w in pair:
@@ -109,7 +68,7 @@ def owner(user_id: str) -> int:
 
 
 def stream(
-    workers: list[Worker], events: list[dict[str, Any]], batch: int = 200
+    workers: list[InProcess], events: list[dict[str, Any]], batch: int = 200
 ) -> list[dict[str, Any]]:
     """Both workers take turns on batches of their own users' events, in time order."""
     changes = []
@@ -135,7 +94,7 @@ def stored_segments(client: redis.Redis, settings: Settings, users: list[str]) -
 
 
 def test_two_workers_recover_planted_segments_and_agree(
-    workers: list[Worker], redis_client: redis.Redis, settings: Settings, shop: SyntheticDataset
+    workers: list[InProcess], redis_client: redis.Redis, settings: Settings, shop: SyntheticDataset
 ) -> None:
     changes = stream(workers, purchases(shop))
     users = sorted(shop.segment_of)
@@ -167,7 +126,7 @@ def test_two_workers_recover_planted_segments_and_agree(
 
 
 def test_a_restarted_worker_continues_the_shared_model(
-    workers: list[Worker],
+    workers: list[InProcess],
     redis_client: redis.Redis,
     redis_url: str,
     settings: Settings,
@@ -179,7 +138,7 @@ def test_a_restarted_worker_continues_the_shared_model(
     before = json.loads(redis_client.get(keys.SEGMENT_MODEL))  # type: ignore[arg-type]
     for w in workers:
         w.close()
-    workers[:] = [Worker(settings, redis_url, p) for p in (0, 1)]
+    workers[:] = [InProcess(settings, redis_url, p) for p in (0, 1)]
     for w in workers:
         w.offset = 10**6  # a restart resumes at its committed offsets, past the first half
     stream(workers, events[half:])
@@ -193,7 +152,7 @@ def test_a_restarted_worker_continues_the_shared_model(
 
 
 def test_declared_preferences_place_a_new_user_and_trending_follows_the_segment(
-    workers: list[Worker], redis_client: redis.Redis, settings: Settings, shop: SyntheticDataset
+    workers: list[InProcess], redis_client: redis.Redis, settings: Settings, shop: SyntheticDataset
 ) -> None:
     stream(workers, purchases(shop))
     # A newcomer who wishlists what one planted segment buys lands in that segment.
@@ -259,7 +218,7 @@ def test_declared_preferences_place_a_new_user_and_trending_follows_the_segment(
 
 
 def test_withdrawn_users_are_not_segmented(
-    workers: list[Worker], redis_client: redis.Redis, settings: Settings, shop: SyntheticDataset
+    workers: list[InProcess], redis_client: redis.Redis, settings: Settings, shop: SyntheticDataset
 ) -> None:
     events = purchases(shop)
     quiet = events[0]["user_id"]
