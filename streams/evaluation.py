@@ -15,12 +15,14 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from redis import asyncio as aioredis
 
 from streams import keys
+from streams.serving.serve import Answer
+from streams.state.store import Interaction
 
 HOUR_S = 3600
 HOURS_KEPT_S = 3 * 86_400
@@ -80,6 +82,41 @@ def judge(last: Shown | None, item_id: str, ts_s: int, window_s: float) -> Verdi
     except ValueError:
         return Verdict(False, None, last)
     return Verdict(True, rank, last)
+
+
+def batch_steps(
+    batch: Sequence[Interaction],
+    items: Sequence[str],
+    judged: Sequence[bool],
+    wanted: Sequence[bool],
+    answers: Sequence[Answer],
+    withdrawn: set[str],
+    segment_of: dict[str, int],
+    arm_of: Callable[[str], str],
+) -> list[Step]:
+    """A batch's events as the evaluation sees them; ``answers`` holds one per wanted event.
+
+    ``judged`` marks purchases applied for the first time. Users who withdrew consent
+    are left out: remembering what they were shown and bought would be a personal
+    record.
+    """
+    shown = iter(answers)
+    steps = []
+    for ev, item, judge_it, w in zip(batch, items, judged, wanted, strict=True):
+        answer = next(shown) if w else None
+        if ev.uid in withdrawn:
+            continue
+        listed = None
+        if answer is not None and answer.items:
+            listed = Shown(
+                ev.ts_s,
+                answer.version,
+                arm_of(ev.uid),
+                segment_of.get(ev.uid),
+                tuple(i.item_id for i in answer.items),
+            )
+        steps.append(Step(ev.uid, item, ev.ts_s, judge_it, listed))
+    return steps
 
 
 class Evaluator:

@@ -33,6 +33,7 @@ SEGMENT_TREND_EPOCH = "seg:trend:t0"
 EVALUATION = "eval"  # hash "<version|segment|arm>:<value>:<n|hits|rr>": online evaluation
 EXPOSURE = "exposure"  # zset item id -> times shown in a recommendation
 DRIFT_ALERTS = "drift:alerts"  # list of recent DriftAlert records (JSON), newest first
+TRAIN_REQUESTED = "train:requested"  # set by a drift alert; the trainer runs and deletes it
 WORKERS = "workers"  # hash worker id -> JSON heartbeat (rate, versions, partitions, time)
 
 

@@ -70,3 +70,12 @@ ONLINE_HITS = Counter(
     ["version"],
     registry=REGISTRY,
 )
+DRIFT_ALERTS = Counter(
+    "reco_drift_alerts", "Drift alerts sent, by monitor", ["monitor"], registry=REGISTRY
+)
+DRIFT_STATISTIC = Gauge(
+    "reco_drift_statistic",
+    "Latest value of each drift monitor's statistic (PSI, KS distance, ADWIN mean, ...)",
+    ["monitor"],
+    registry=REGISTRY,
+)

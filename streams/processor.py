@@ -12,11 +12,13 @@ from schemas.codec import Codec
 from schemas.errors import InvalidEventError, SchemaError
 from schemas.validation import validate
 from streams import metrics
-from streams.evaluation import Evaluator, Shown, Step, Verdict
+from streams.drift import DriftWatch, Observed
+from streams.evaluation import Evaluator, Verdict, batch_steps
+from streams.outputs import Emitter, Output
 from streams.pseudonym import Pseudonymiser
 from streams.segments import Change, Segmenter
 from streams.serving.holder import ModelHolder
-from streams.serving.serve import Answer, Serving, reason_text
+from streams.serving.serve import BASELINE_VERSION, Answer, Serving
 from streams.settings import Settings
 from streams.state import Interaction, Store, event_hash
 from streams.state.batch import replay_batch
@@ -33,13 +35,6 @@ class Message:
     offset: int
     key: bytes | None
     value: bytes | None
-
-
-@dataclass(frozen=True, slots=True)
-class Output:
-    topic: str
-    key: bytes | None
-    value: bytes
 
 
 class Processor:
@@ -63,6 +58,7 @@ class Processor:
         self.codec = codec or Codec(settings.wire_format)
         self.pseudonym = pseudonymiser or Pseudonymiser(settings.secret_bytes())
         self.clock = clock
+        self.emit = Emitter(settings, self.codec, clock)
         # Enough popular items to fill a list for all but users who bought most of them.
         self.neighbours = NeighbourCache(
             store,
@@ -72,6 +68,7 @@ class Processor:
         )
         self.holder = holder
         self.serving = Serving(settings, store, holder, self.neighbours)
+        self.drift = DriftWatch(settings, store.redis, clock) if settings.drift_enabled else None
         self.evaluator = (
             Evaluator(store.redis, settings.attribution_window_s)
             if settings.evaluation_enabled
@@ -183,10 +180,33 @@ class Processor:
                     records, uids, histories, withdrawn, segment_of
                 )
                 out.extend(outputs)
+            verdicts: list[Verdict] = []
             if self.evaluator is not None:
-                await self._evaluate(good, batch, result, wanted, answers, withdrawn, segment_of)
+                verdicts = await self._evaluate(
+                    good, batch, result, wanted, answers, withdrawn, segment_of
+                )
+            if self.drift is not None:
+                seen = Observed.of_batch(
+                    [rec for _, rec in good],
+                    [msg.topic == self.settings.topic_purchases for msg, _ in good],
+                    batch,
+                    result,
+                    answers,
+                    verdicts,
+                    segment_of,
+                )
+                await seen.categorise(self.serving.products)
+                out.extend(await self._drift(seen))
         await self._flush_counts()
         return out
+
+    async def _drift(self, seen: Observed) -> list[Output]:
+        assert self.drift is not None
+        current = self.holder.current if self.holder is not None else None
+        version = current.version if current is not None else BASELINE_VERSION
+        records = await self.drift.observe(seen, version)
+        self._count("drift_alerts", len(records))
+        return self.emit.drift_alerts(records)
 
     async def _evaluate(
         self,
@@ -198,30 +218,16 @@ class Processor:
         withdrawn: set[str],
         segment_of: dict[str, int],
     ) -> list[Verdict]:
-        """Judge first-time purchases against the list shown before; remember the new lists.
-
-        Users who withdrew consent are left out: remembering what they were shown and
-        bought would be a personal record.
-        """
         assert self.evaluator is not None
-        shown = iter(answers)
         purchases = self.settings.topic_purchases
-        steps = []
-        for (msg, rec), ev, status, w in zip(good, batch, result.statuses, wanted, strict=True):
-            answer = next(shown) if w else None
-            if ev.uid in withdrawn:
-                continue
-            listed = None
-            if answer is not None and answer.items:
-                listed = Shown(
-                    ev.ts_s,
-                    answer.version,
-                    self.serving.arm_of(ev.uid),
-                    segment_of.get(ev.uid),
-                    tuple(i.item_id for i in answer.items),
-                )
-            judged = msg.topic == purchases and status == APPLIED
-            steps.append(Step(ev.uid, rec["item_id"], ev.ts_s, judged, listed))
+        judged = [
+            msg.topic == purchases and status == APPLIED
+            for (msg, _), status in zip(good, result.statuses, strict=True)
+        ]
+        items = [rec["item_id"] for _, rec in good]
+        steps = batch_steps(
+            batch, items, judged, wanted, answers, withdrawn, segment_of, self.serving.arm_of
+        )
         verdicts = await self.evaluator.observe(steps)
         for v in verdicts:
             metrics.ONLINE_JUDGED.labels(v.shown.version).inc()
@@ -251,26 +257,7 @@ class Processor:
         return moves
 
     def _segment_changes(self, moves: Sequence[Change], user_id: dict[str, str]) -> list[Output]:
-        now_ms = int(self.clock() * 1000)
-        out = []
-        for c in moves:
-            if not c.moved:
-                continue
-            value = {
-                "user_id": user_id[c.uid],
-                "old": c.old,
-                "new": c.new,
-                "distance": c.distance,
-                "model_version": c.version,
-                "ts": now_ms,
-            }
-            out.append(
-                Output(
-                    self.settings.topic_segments,
-                    user_id[c.uid].encode(),
-                    self.codec.encode("SegmentChange", value, validate=False),
-                )
-            )
+        out = self.emit.segment_changes([m for m in moves if m.moved], user_id)
         metrics.SEGMENT_CHANGES.inc(len(out))
         self._count("segment_changes", len(out))
         return out
@@ -284,27 +271,7 @@ class Processor:
         segment_of: dict[str, int],
     ) -> tuple[list[Output], list[Answer]]:
         answers = await self.serving.recommend(uids, histories, withdrawn=withdrawn)
-        now_ms = int(self.clock() * 1000)
-        outputs = []
-        for uid, rec, answer in zip(uids, records, answers, strict=True):
-            value = {
-                "user_id": rec["user_id"],
-                "items": [
-                    {"item_id": r.item_id, "score": r.score, "reason": reason_text(r)}
-                    for r in answer.items
-                ],
-                "model_version": answer.version,
-                "segment": segment_of.get(uid),
-                "cause_event_id": rec["event_id"],
-                "ts": now_ms,
-            }
-            outputs.append(
-                Output(
-                    self.settings.topic_recommendations,
-                    rec["user_id"].encode(),
-                    self.codec.encode("Recommendation", value, validate=False),
-                )
-            )
+        outputs = self.emit.recommendations(records, uids, answers, segment_of)
         self._count("recommendations", len(outputs))
         return outputs, answers
 

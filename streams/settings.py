@@ -96,6 +96,13 @@ class Settings(BaseSettings):
     evaluation_enabled: bool = True
     attribution_window_s: float = Field(7 * 86_400.0, gt=0)
 
+    # Drift monitors (see streams.drift): alerts on the drift-alerts topic.
+    drift_enabled: bool = True
+    drift_warmup_events: int = Field(5_000, ge=0)  # per worker, before the monitors start
+    drift_cooldown_events: int = Field(10_000, ge=0)  # per worker, between two alerts of a monitor
+    drift_cooldown_s: float = Field(600.0, ge=1)  # across workers, between two alerts of a monitor
+    retrain_on_drift: bool = False  # a hit-rate alert asks the trainer for a run
+
     # Business rules (see models.rerank)
     drop_out_of_stock: bool = True
     min_price: float | None = Field(None, ge=0)

@@ -50,6 +50,9 @@ class Answer:
     items: list[Reranked]
     version: str
     path: str  # model, blend, baseline, trending
+    # The model's own score of its first candidate, before the rules rescale the list
+    # (what the score-drift monitor watches); None off the model path.
+    model_top: float | None = None
 
 
 def rerank_config(s: Settings) -> RerankConfig:
@@ -259,7 +262,10 @@ class Serving:
         cap = self.rules.max_per_category
         answers = [
             Answer(
-                rerank_lists(c.items, c.scores, c.reasons, rules, cap, k), versions[row], paths[row]
+                rerank_lists(c.items, c.scores, c.reasons, rules, cap, k),
+                versions[row],
+                paths[row],
+                c.scores[0] if paths[row] == "model" and c.scores else None,
             )
             for row, c in enumerate(cands)
         ]

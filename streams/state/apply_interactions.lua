@@ -17,7 +17,8 @@
 -- evicted events of that second are kept in 'u:{uid}:edge' (4-byte second, then
 -- 6-byte hashes) to tell the two apart.
 --
--- Returns {statuses, item indexes, pseudonyms touched, their sequences before the batch};
+-- Returns {statuses, item indexes, pseudonyms touched, their sequences before the batch,
+-- item indexes first seen in this batch};
 -- status 1 applied, 2 duplicate redelivered at an offset already applied (its
 -- recommendation may not have been delivered), 0 duplicate of an applied event seen
 -- at a new offset, 3 older than the whole (full) retained history: no change.
@@ -37,6 +38,7 @@ local statuses, idxs = {}, {}
 local applied, dups, stale = 0, 0, 0
 
 local known = {}
+local created = {}
 
 local function item_index(item)
   local idx = known[item]
@@ -46,6 +48,7 @@ local function item_index(item)
     idx = tonumber(idx)
   else
     idx = redis.call('INCR', KEYS[3])
+    created[#created + 1] = idx
     redis.call('HSET', KEYS[1], item, idx)
     redis.call('HSET', KEYS[2], idx, item)
   end
@@ -246,4 +249,4 @@ end
 if applied > 0 then redis.call('HINCRBY', KEYS[6], 'applied', applied) end
 if dups > 0 then redis.call('HINCRBY', KEYS[6], 'duplicates', dups) end
 if stale > 0 then redis.call('HINCRBY', KEYS[6], 'stale', stale) end
-return {statuses, idxs, order, before}
+return {statuses, idxs, order, before, created}

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any
 
@@ -47,6 +47,7 @@ class ApplyResult:
     statuses: list[int]
     item_index: list[int]
     before: dict[str, np.ndarray]  # pseudonym -> sequence before the batch
+    created: set[int] = field(default_factory=set)  # item indexes first seen in this batch
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,7 +109,7 @@ class Store:
         ]
         for ev in events:
             argv += [ev.uid, ev.event_hash, ev.item_id, ev.ts_s, ev.source, ev.offset]
-        statuses, idxs, uids, blobs = await self._apply(
+        statuses, idxs, uids, blobs, created = await self._apply(
             keys=[
                 keys.ITEM_INDEX,
                 keys.ITEM_IDS,
@@ -126,7 +127,9 @@ class Store:
         for ev, idx in zip(events, idxs, strict=True):
             if idx:
                 self._item_ids.setdefault(int(idx), ev.item_id)
-        return ApplyResult([int(s) for s in statuses], [int(i) for i in idxs], before)
+        return ApplyResult(
+            [int(s) for s in statuses], [int(i) for i in idxs], before, {int(i) for i in created}
+        )
 
     async def scoring_inputs(
         self, anchors: Iterable[int], neighbours: int, popular: int

@@ -1,0 +1,91 @@
+"""The records a worker produces, encoded for their topics."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from schemas.codec import Codec
+from streams.segments import Change
+from streams.serving.serve import Answer, reason_text
+from streams.settings import Settings
+
+
+@dataclass(frozen=True, slots=True)
+class Output:
+    topic: str
+    key: bytes | None
+    value: bytes
+
+
+class Emitter:
+    def __init__(self, settings: Settings, codec: Codec, clock: Callable[[], float] = time.time):
+        self.settings, self.codec, self.clock = settings, codec, clock
+
+    def _now_ms(self) -> int:
+        return int(self.clock() * 1000)
+
+    def recommendations(
+        self,
+        records: Sequence[dict[str, Any]],
+        uids: Sequence[str],
+        answers: Sequence[Answer],
+        segment_of: dict[str, int],
+    ) -> list[Output]:
+        """One Recommendation per answer, keyed by the user id upstream sent."""
+        now_ms = self._now_ms()
+        out = []
+        for uid, rec, answer in zip(uids, records, answers, strict=True):
+            value = {
+                "user_id": rec["user_id"],
+                "items": [
+                    {"item_id": r.item_id, "score": r.score, "reason": reason_text(r)}
+                    for r in answer.items
+                ],
+                "model_version": answer.version,
+                "segment": segment_of.get(uid),
+                "cause_event_id": rec["event_id"],
+                "ts": now_ms,
+            }
+            out.append(
+                Output(
+                    self.settings.topic_recommendations,
+                    rec["user_id"].encode(),
+                    self.codec.encode("Recommendation", value, validate=False),
+                )
+            )
+        return out
+
+    def segment_changes(self, moves: Sequence[Change], user_id: dict[str, str]) -> list[Output]:
+        now_ms = self._now_ms()
+        out = []
+        for c in moves:
+            value = {
+                "user_id": user_id[c.uid],
+                "old": c.old,
+                "new": c.new,
+                "distance": c.distance,
+                "model_version": c.version,
+                "ts": now_ms,
+            }
+            out.append(
+                Output(
+                    self.settings.topic_segments,
+                    user_id[c.uid].encode(),
+                    self.codec.encode("SegmentChange", value, validate=False),
+                )
+            )
+        return out
+
+    def drift_alerts(self, records: Sequence[dict[str, Any]]) -> list[Output]:
+        """DriftAlert records, keyed by monitor name."""
+        return [
+            Output(
+                self.settings.topic_drift_alerts,
+                r["monitor"].encode(),
+                self.codec.encode("DriftAlert", r, validate=False),
+            )
+            for r in records
+        ]

@@ -1,0 +1,117 @@
+"""Drift alerts from the workers: on a real Redis in-process, then through a real broker."""
+
+from __future__ import annotations
+
+import json
+import zlib
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+
+from models.datasets import SyntheticDataset, generate
+from schemas.codec import Codec
+from streams import keys
+from streams.settings import Settings
+from tests.streams.harness import (
+    InProcess,
+    Worker,
+    consume,
+    make_settings,
+    publish_records,
+    stat,
+    wait_for,
+)
+
+pytestmark = pytest.mark.integration
+
+# The category-mix monitor of each worker compares its latest 2,000 purchases, every
+# 500, against its first 5,000 after warm-up: a switch of every segment's categories
+# shows within 2,500 of a worker's purchases, 5,000 of the stream's with two workers.
+DELAY_BOUND = 5_000
+
+
+@pytest.fixture(scope="module")
+def drifting() -> SyntheticDataset:
+    return generate(n_users=1500, n_segments=4, drift_at=0.6, seed=2)
+
+
+def purchases(shop: SyntheticDataset) -> list[dict[str, Any]]:
+    return [rec for kind, rec in shop.events if kind == "purchase"]
+
+
+@pytest.fixture
+def pair(
+    redis_client: redis.Redis, redis_url: str, drifting: SyntheticDataset
+) -> Iterator[list[InProcess]]:
+    s = Settings(pseudonym_secret="s", redis_url=redis_url, product_cache_s=0)
+    workers = [InProcess(s, redis_url, p) for p in (0, 1)]
+    workers[0].send(s.topic_catalog, "Product", list(drifting.products))
+    yield workers
+    for w in workers:
+        w.close()
+
+
+def test_category_drift_is_alerted_once_soon_after_it_starts(
+    pair: list[InProcess], redis_client: redis.Redis, drifting: SyntheticDataset
+) -> None:
+    events = purchases(drifting)
+    assert drifting.drift_ts is not None
+    drift_at = next(i for i, r in enumerate(events) if r["ts"] >= drifting.drift_ts)
+    alerts: list[tuple[int, dict[str, Any]]] = []  # (events streamed when raised, alert)
+    batch = 200
+    for start in range(0, len(events), batch):
+        for p, w in enumerate(pair):
+            own = [
+                r
+                for r in events[start : start + batch]
+                if zlib.crc32(r["user_id"].encode()) % 2 == p
+            ]
+            outs = w.send(w.settings.topic_purchases, "Purchase", own)
+            alerts += [
+                (start + batch, w.codec.decode("DriftAlert", o.value))
+                for o in outs
+                if o.topic == w.settings.topic_drift_alerts
+            ]
+    mix = [(n, a) for n, a in alerts if a["monitor"] == "category_mix"]
+    assert len(mix) == 1, alerts  # both workers saw it; Redis let one of them say it
+    seen_at, alert = mix[0]
+    assert drift_at < seen_at <= drift_at + DELAY_BOUND, (drift_at, seen_at)
+    assert alert["statistic"] == "psi" and alert["value"] > alert["threshold"]
+    assert alert["model_version"] == "cooccurrence-v1"
+    # Nothing about the purchase mix before the drift.
+    early = [a for n, a in alerts if n <= drift_at and a["monitor"] in ("category_mix",)]
+    assert not early
+    kept = [json.loads(r) for r in redis_client.lrange(keys.DRIFT_ALERTS, 0, -1)]
+    assert {a["monitor"] for a in kept} == {a["monitor"] for _, a in alerts}
+    assert stat(redis_client, "drift_alerts") == len(alerts)
+
+
+@pytest.mark.slow
+def test_a_worker_publishes_drift_alerts_on_the_topic(
+    kafka_bootstrap: str,
+    redis_url: str,
+    redis_client: redis.Redis,
+    drifting: SyntheticDataset,
+    tmp_path: Path,
+) -> None:
+    s = make_settings(kafka_bootstrap, redis_url, partitions=1)
+    events = purchases(drifting)
+    publish_records(s, [("product", p["item_id"], p) for p in drifting.products])
+    publish_records(s, [("purchase", r["user_id"], r) for r in events])
+    worker = Worker(s, tmp_path / "worker.log")
+    try:
+        wait_for(lambda: stat(redis_client, "applied") == len(events), 240, "events", worker)
+        sent = stat(redis_client, "drift_alerts")
+        assert sent >= 1
+        records = consume(s, s.topic_drift_alerts, sent, 60)
+        codec = Codec()
+        alerts = [codec.decode("DriftAlert", r.value) for r in records]
+        assert len(alerts) == sent
+        assert "category_mix" in {a["monitor"] for a in alerts}
+        for r, a in zip(records, alerts, strict=True):
+            assert r.key == a["monitor"].encode()
+    finally:
+        worker.stop()
