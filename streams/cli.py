@@ -1,5 +1,5 @@
 """`reco` command line: worker, replay, topics, demo, publish, snapshot, train, rollback,
-benchmark, segments."""
+benchmark, segments, status."""
 
 from __future__ import annotations
 
@@ -217,6 +217,13 @@ def _cmd_segments(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _cmd_status(args: argparse.Namespace, settings: Settings) -> int:
+    from streams.status import show
+
+    print(asyncio.run(show(settings, as_json=args.json, with_lag=not args.no_lag)))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="reco", description=__doc__)
     parser.add_argument("--loglevel", default="info")
@@ -364,6 +371,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     bp.add_argument("--out", default="bench/results", help="where the table and JSON go")
 
+    st = sub.add_parser(
+        "status", help="throughput, lag, model versions, online hit rate, drift, segments"
+    )
+    st.add_argument("--json", action="store_true", help="the whole view as JSON")
+    st.add_argument("--no-lag", action="store_true", help="skip the Kafka lag (Redis only)")
+
     gp = sub.add_parser(
         "segments", help="segment users online and offline, compare, and write personas"
     )
@@ -421,6 +434,7 @@ COMMANDS = {
     "rollback": _cmd_rollback,
     "benchmark": _cmd_benchmark,
     "segments": _cmd_segments,
+    "status": _cmd_status,
 }
 
 

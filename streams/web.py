@@ -24,6 +24,7 @@ from streams.processor import Processor
 from streams.serving.holder import ModelHolder
 from streams.serving.serve import reason_text
 from streams.settings import Settings
+from streams.status import gather, render
 
 log = logging.getLogger(__name__)
 
@@ -115,6 +116,19 @@ def register_routes(
                 else [],
             }
             return view.json(body, status=200 if redis_ok else 503)
+
+    @app.page("/status", name="status")
+    async def status(view: web.View, request: web.Request) -> web.Response:
+        with metrics.HTTP_SECONDS.labels("status").time():
+            try:
+                async with asyncio.timeout(REDIS_TIMEOUT_S):
+                    body = await gather(settings, (await processor()).store.redis)
+            except UNAVAILABLE as exc:
+                log.warning("status unavailable: %s", exc)
+                return error(view, 503, "state store unavailable")
+            if request.query.get("format") == "text":
+                return view.text(render(body) + "\n")
+            return view.json(body)
 
     @app.page("/metrics", name="metrics")
     async def prometheus(view: web.View, request: web.Request) -> web.Response:

@@ -23,6 +23,7 @@ from streams.serving.follow import follow
 from streams.serving.holder import ModelHolder
 from streams.settings import Settings
 from streams.state import Store
+from streams.status import HEARTBEAT_S, beat, worker_id
 from streams.web import register_routes
 
 log = logging.getLogger(__name__)
@@ -127,6 +128,33 @@ def create_app(settings: Settings, bootstrap: str, redis_url: str) -> faust.App:
         async def follow_models() -> None:
             await follow(settings, holder)
 
+    wid = worker_id()
+    counted = {"events": 0, "at": time.monotonic(), "reported": 0}
+
+    @app.timer(interval=HEARTBEAT_S)
+    async def heartbeat() -> None:
+        # What `reco status` and /status show of this worker; best effort, so a Redis
+        # hiccup costs one beat, never the worker.
+        now = time.monotonic()
+        rate = (counted["events"] - counted["reported"]) / max(now - counted["at"], 1e-9)
+        counted["reported"], counted["at"] = counted["events"], now
+        try:
+            assigned = app.consumer.assignment()
+        except Exception:
+            assigned = set()
+        payload = {
+            "events_per_s": round(rate, 1),
+            "events": counted["events"],
+            "partitions": sorted(
+                tp.partition for tp in assigned if tp.topic == settings.topic_purchases
+            ),
+            "models": holder.versions() if holder is not None else None,
+        }
+        try:
+            await beat((await processor()).store.redis, wid, payload)
+        except _TRANSIENT as exc:
+            log.warning("heartbeat not written: %s", exc)
+
     if settings.gc_freeze_s > 0:
 
         @app.timer(interval=settings.gc_freeze_s)
@@ -178,6 +206,7 @@ def create_app(settings: Settings, bootstrap: str, redis_url: str) -> faust.App:
             sent = time.perf_counter()
             metrics.BATCH_SECONDS.labels(agent).observe(sent - started)
             metrics.EVENTS.labels(agent).inc(len(msgs))
+            counted["events"] += len(msgs)
             # Broker timestamp (produce or log-append time) to delivered output.
             now = time.time()
             for e in events:

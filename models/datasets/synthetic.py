@@ -4,7 +4,8 @@ Users belong to segments; each segment prefers a few categories and a price leve
 Every item has a fixed successor in its category, and a user's next purchase follows
 it with probability ``FOLLOW_PROB``; that is the pattern a sequence model should
 learn. With ``drift_at`` the segments switch to other categories at that fraction of
-the timeline, which drift monitors should notice.
+the timeline, which drift monitors should notice; ``price_drift`` also scales the
+prices paid from then on.
 """
 
 from __future__ import annotations
@@ -69,13 +70,15 @@ def generate(
     drift_at: float | None = None,
     seed: int = 0,
     review_rate: float = 0.0,
+    price_drift: float | None = None,
 ) -> SyntheticDataset:
     """Generate purchases (and optionally reviews) spread over 30 days from 2024-01-01.
 
     ``events_per_user`` bounds each user's purchase count (inclusive). A purchase is
     followed by a review of the same item with probability ``review_rate``; ratings are
-    higher for categories the user's segment prefers. The same arguments always give
-    the same data.
+    higher for categories the user's segment prefers. With ``price_drift`` (needs
+    ``drift_at``) every purchase from the drift on pays that factor times the item's
+    price, as after a general price rise. The same arguments always give the same data.
     """
     lo, hi = events_per_user
     if not 1 <= lo <= hi:
@@ -84,6 +87,8 @@ def generate(
         raise ValueError("n_items must be at least 2 * n_categories (each needs a successor)")
     if drift_at is not None and not 0.0 < drift_at < 1.0:
         raise ValueError(f"drift_at must lie strictly between 0 and 1, got {drift_at}")
+    if price_drift is not None and (drift_at is None or not price_drift > 0):
+        raise ValueError(f"price_drift must be positive and needs drift_at, got {price_drift}")
     if min(n_users, n_segments, n_categories) < 1:
         raise ValueError("n_users, n_segments and n_categories must be positive")
 
@@ -94,7 +99,9 @@ def generate(
     events: list[Event] = []
     for u in range(n_users):
         n = int(rng.integers(lo, hi + 1))
-        events.extend(_user_events(rng, shop, u, int(segments[u]), n, drift_ts, review_rate))
+        events.extend(
+            _user_events(rng, shop, u, int(segments[u]), n, drift_ts, review_rate, price_drift)
+        )
     sort_events(events)
 
     def names(prefs: list[np.ndarray]) -> dict[int, list[str]]:
@@ -106,7 +113,9 @@ def generate(
         events=events,
         source=f"generate(n_users={n_users}, n_items={n_items}, n_segments={n_segments}, "
         f"events_per_user={events_per_user}, n_categories={n_categories}, "
-        f"drift_at={drift_at}, seed={seed}, review_rate={review_rate})",
+        f"drift_at={drift_at}, seed={seed}, review_rate={review_rate}"
+        + ("" if price_drift is None else f", price_drift={price_drift}")
+        + ")",
         segment_of={_user(u): int(s) for u, s in enumerate(segments)},
         successor={_item(i): _item(j) for i, j in enumerate(shop.successor)},
         drift_ts=drift_ts,
@@ -214,6 +223,7 @@ def _user_events(
     n: int,
     drift_ts: int | None,
     review_rate: float,
+    price_drift: float | None = None,
 ) -> list[Event]:
     user_id = _user(u)
     times, sessions = _timestamps(rng, n)
@@ -233,6 +243,9 @@ def _user_events(
             items, cdf = shop.item_cdf[(lvl, c)]
             item = items[_draw(cdf, u_item)]
         prev = item
+        price = shop.price[item]
+        if phase == 1 and price_drift is not None:
+            price = round(price * price_drift, 2)
         event_id = f"{NAME}:{u}:{k}"
         events.append(
             (
@@ -243,7 +256,7 @@ def _user_events(
                     _item(item),
                     ts,
                     quantity=int(quantities[k]),
-                    price=shop.price[item],
+                    price=price,
                     currency=CURRENCY,
                     session_id=f"{user_id}-s{session}",
                 ),

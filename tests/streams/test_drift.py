@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 import zlib
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,6 +17,7 @@ import redis
 from models.datasets import SyntheticDataset, generate
 from schemas.codec import Codec
 from streams import keys
+from streams.probes import free_port
 from streams.settings import Settings
 from tests.streams.harness import (
     InProcess,
@@ -24,6 +28,7 @@ from tests.streams.harness import (
     stat,
     wait_for,
 )
+from tests.streams.test_web import get_json, web_is_up
 
 pytestmark = pytest.mark.integration
 
@@ -90,14 +95,15 @@ def test_category_drift_is_alerted_once_soon_after_it_starts(
 
 
 @pytest.mark.slow
-def test_a_worker_publishes_drift_alerts_on_the_topic(
+def test_a_worker_publishes_drift_alerts_and_the_status_view_shows_them(
     kafka_bootstrap: str,
     redis_url: str,
     redis_client: redis.Redis,
     drifting: SyntheticDataset,
     tmp_path: Path,
 ) -> None:
-    s = make_settings(kafka_bootstrap, redis_url, partitions=1)
+    port = free_port()
+    s = make_settings(kafka_bootstrap, redis_url, partitions=1, web_enabled=True, web_port=port)
     events = purchases(drifting)
     publish_records(s, [("product", p["item_id"], p) for p in drifting.products])
     publish_records(s, [("purchase", r["user_id"], r) for r in events])
@@ -113,5 +119,46 @@ def test_a_worker_publishes_drift_alerts_on_the_topic(
         assert "category_mix" in {a["monitor"] for a in alerts}
         for r, a in zip(records, alerts, strict=True):
             assert r.key == a["monitor"].encode()
+
+        # The ops view, from the worker's HTTP API and from the command line.
+        wait_for(lambda: web_is_up(port), 30, "the web server", worker)
+
+        def counted() -> int:
+            beats = get_json(port, "/status")[1]["workers"].values()
+            return sum(b["events"] for b in beats)
+
+        # Heartbeats come every few seconds; products count as events too.
+        wait_for(lambda: counted() >= len(events), 20, "a heartbeat after the last event", worker)
+        code, view = get_json(port, "/status")
+        assert code == 200
+        (beat,) = view["workers"].values()
+        assert beat["alive"] and beat["partitions"] == [0]
+        assert beat["models"] == {"current": None, "canary": None, "previous": None}
+        assert view["counters"]["applied"] == len(events)
+        online = view["online"]["version"]["cooccurrence-v1"]
+        assert online["n"] == view["counters"]["judged"] > 0 and 0 < online["hr"] < 1
+        assert {a["monitor"] for a in view["drift_alerts"]} == {a["monitor"] for a in alerts}
+        assert sum(view["segments"]["sizes"].values()) > 0
+        assert any(h["judged"] for h in view["hit_rate_by_hour"])
+        env = s.as_env(os.environ)
+        shown = subprocess.run(
+            [sys.executable, "-m", "streams.cli", "status", "--json"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
+        )
+        lag = json.loads(shown.stdout)["lag"][s.topic_purchases]["0"]
+        assert lag == {"committed": len(events), "end": len(events), "lag": 0}
+        text = subprocess.run(
+            [sys.executable, "-m", "streams.cli", "status", "--no-lag"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
+        ).stdout
+        assert "category_mix" in text and "HR " in text
     finally:
         worker.stop()
