@@ -1,5 +1,5 @@
 """`reco` command line: worker, replay, topics, demo, publish, snapshot, train, rollback,
-benchmark, segments, status."""
+benchmark, segments, status, ab-report."""
 
 from __future__ import annotations
 
@@ -224,6 +224,17 @@ def _cmd_status(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _cmd_ab_report(args: argparse.Namespace, settings: Settings) -> int:
+    from pathlib import Path
+
+    from streams.abreport import Options, run
+
+    result, files = run(settings, Options(args.window_s, args.k, Path(args.out)))
+    print(result.markdown())
+    print("\nwrote " + ", ".join(str(f) for f in files))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="reco", description=__doc__)
     parser.add_argument("--loglevel", default="info")
@@ -377,6 +388,14 @@ def build_parser() -> argparse.ArgumentParser:
     st.add_argument("--json", action="store_true", help="the whole view as JSON")
     st.add_argument("--no-lag", action="store_true", help="skip the Kafka lag (Redis only)")
 
+    ab = sub.add_parser(
+        "ab-report",
+        help="compare the A/B arms from the purchases and recommendations topics",
+    )
+    ab.add_argument("--window-s", type=float, default=None, help="attribution window")
+    ab.add_argument("--k", type=int, default=None, help="list length judged (default: top_k)")
+    ab.add_argument("--out", default="demo-out/ab", help="where the markdown and PNG go")
+
     gp = sub.add_parser(
         "segments", help="segment users online and offline, compare, and write personas"
     )
@@ -435,6 +454,7 @@ COMMANDS = {
     "benchmark": _cmd_benchmark,
     "segments": _cmd_segments,
     "status": _cmd_status,
+    "ab-report": _cmd_ab_report,
 }
 
 

@@ -52,6 +52,7 @@ class Processor:
         pseudonymiser: Pseudonymiser | None = None,
         clock: Callable[[], float] = time.time,
         holder: ModelHolder | None = None,
+        treatment: ModelHolder | None = None,
     ) -> None:
         self.settings = settings
         self.store = store
@@ -67,7 +68,8 @@ class Processor:
             settings.cooc_cache_s,
         )
         self.holder = holder
-        self.serving = Serving(settings, store, holder, self.neighbours)
+        self.treatment = treatment
+        self.serving = Serving(settings, store, holder, self.neighbours, treatment)
         self.drift = DriftWatch(settings, store.redis, clock) if settings.drift_enabled else None
         self.evaluator = (
             Evaluator(store.redis, settings.attribution_window_s)
@@ -131,8 +133,9 @@ class Processor:
     async def interactions(self, msgs: Sequence[Message]) -> list[Output]:
         """Purchases and reviews: update sequences, then recommend after each purchase."""
         out: list[Output] = []
-        if self.holder is not None:
-            self.holder.tick()
+        for h in (self.holder, self.treatment):
+            if h is not None:
+                h.tick()
         good = self._accept(msgs, out)
         if not good:
             await self._flush_counts()
@@ -320,8 +323,9 @@ class Processor:
         # Shared counters let the demo and ops tools see every worker's totals.
         # Agents share this processor and interleave at every await: take the pending
         # counts and zero them before awaiting, so no increment is lost or sent twice.
-        if self.holder is not None:
-            self._unflushed.update(self.holder.take_counts())
+        for h in (self.holder, self.treatment):
+            if h is not None:
+                self._unflushed.update(h.take_counts())
         pending = {k: n for k, n in self._unflushed.items() if n}
         if not pending:
             return

@@ -91,6 +91,12 @@ class Settings(BaseSettings):
     segments_init_min_events: int = Field(3, ge=1)  # only such users' profiles seed them
     segments_min_rate: float = Field(0.03, gt=0, le=1)  # floor of a centroid's learning step
 
+    # A/B test (see models.abtest): a salted hash puts this share of users in the
+    # treatment arm, served by the registry model named here; the rest is control.
+    ab_treatment_model: str | None = None
+    ab_treatment_share: float = Field(0.0, ge=0.0, le=1.0)
+    ab_salt: str = "ab-1"  # a new salt for each experiment: a split independent of the last
+
     # Online evaluation (see streams.evaluation): purchases judged against the last list
     # shown to the user within the window (event time).
     evaluation_enabled: bool = True

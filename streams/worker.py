@@ -100,6 +100,16 @@ def create_app(settings: Settings, bootstrap: str, redis_url: str) -> faust.App:
         if settings.follow_models
         else None
     )
+    treatment = (
+        ModelHolder(
+            settings.ab_treatment_model,
+            settings.model_floors,
+            settings.canary_fraction,
+            settings.canary_seconds,
+        )
+        if settings.follow_models and settings.ab_treatment_model and settings.ab_treatment_share
+        else None
+    )
     app.holder = holder  # type: ignore[attr-defined]
     torch.set_num_threads(settings.torch_threads)
 
@@ -115,7 +125,7 @@ def create_app(settings: Settings, bootstrap: str, redis_url: str) -> faust.App:
                     trending_tau_s=settings.trending_tau_s,
                 )
                 await store.ping()
-                state["p"] = Processor(settings, store, holder=holder)
+                state["p"] = Processor(settings, store, holder=holder, treatment=treatment)
             return state["p"]
 
     app.processor = processor  # type: ignore[attr-defined]
@@ -126,7 +136,7 @@ def create_app(settings: Settings, bootstrap: str, redis_url: str) -> faust.App:
 
         @app.task
         async def follow_models() -> None:
-            await follow(settings, holder)
+            await follow(settings, *(h for h in (holder, treatment) if h is not None))
 
     wid = worker_id()
     counted = {"events": 0, "at": time.monotonic(), "reported": 0}
@@ -149,6 +159,7 @@ def create_app(settings: Settings, bootstrap: str, redis_url: str) -> faust.App:
                 tp.partition for tp in assigned if tp.topic == settings.topic_purchases
             ),
             "models": holder.versions() if holder is not None else None,
+            "treatment": treatment.versions() if treatment is not None else None,
         }
         try:
             await beat((await processor()).store.redis, wid, payload)

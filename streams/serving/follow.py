@@ -43,8 +43,8 @@ def latest_update(records: list[Any], codec: Codec, name: str) -> dict[str, Any]
     return None
 
 
-async def follow(settings: Settings, holder: ModelHolder, poll_ms: int = 500) -> None:
-    """Offer every announced version of ``holder.name`` to the holder, forever.
+async def follow(settings: Settings, *holders: ModelHolder, poll_ms: int = 500) -> None:
+    """Offer every announced version of each holder's model name to that holder, forever.
 
     The topic is read from its beginning so a worker that starts later serves the
     last announced version too; of a backlog only the newest version is loaded. A
@@ -69,9 +69,10 @@ async def follow(settings: Settings, holder: ModelHolder, poll_ms: int = 500) ->
                 records = sorted(
                     (r for rs in batch.values() for r in rs), key=lambda r: (r.timestamp, r.offset)
                 )
-                update = latest_update(records, codec, holder.name)
-                if update is not None:
-                    await holder.offer(update)
+                for holder in holders:
+                    update = latest_update(records, codec, holder.name)
+                    if update is not None:
+                        await holder.offer(update)
         except asyncio.CancelledError:
             raise
         except (KafkaError, OSError) as exc:

@@ -25,6 +25,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from models.abtest import CONTROL, TREATMENT, assign
 from models.cooccurrence import REASON_COOC, recent_anchors
 from models.cooccurrence import rank as cooc_rank
 from models.rerank import Product, RerankConfig, Reranked, Rule, rerank_lists, rule_of
@@ -40,7 +41,6 @@ BASELINE_VERSION = "cooccurrence-v1"
 TRENDING_VERSION = "trending-v1"
 REASON_BECAUSE = "because_you_bought"
 REASON_TRENDING = "trending"
-ARM_CONTROL = "control"
 REASON_NEW = "new_in_category"
 _RRF = 10.0  # rank offset of reciprocal-rank fusion: small lists, so a small constant
 
@@ -150,10 +150,13 @@ class Serving:
         store: Store,
         holder: ModelHolder | None,
         neighbours: NeighbourCache,
+        treatment: ModelHolder | None = None,
     ) -> None:
         self.settings = settings
         self.store = store
         self.holder = holder
+        # The A/B test's treatment arm: its users are served by this holder's model.
+        self.treatment = treatment if settings.ab_treatment_share > 0 else None
         self.neighbours = neighbours
         self.rules = rerank_config(settings)
         self.products = ProductCache(store, self.rules, settings.product_cache_s)
@@ -162,7 +165,21 @@ class Serving:
 
     def arm_of(self, uid: str) -> str:
         """The A/B arm a user is in ("control" while no test runs)."""
-        return ARM_CONTROL
+        if self.treatment is None:
+            return CONTROL
+        return assign(uid, self.settings.ab_salt, self.settings.ab_treatment_share)
+
+    def _served(self, uid: str) -> Served | None:
+        """The model version that serves a user: their arm's, then their canary's.
+
+        A treatment arm whose model has not loaded yet is served by control's model;
+        its recommendations say so in their version.
+        """
+        if self.treatment is not None and self.arm_of(uid) == TREATMENT:
+            served = self.treatment.for_user(uid)
+            if served is not None:
+                return served
+        return self.holder.for_user(uid) if self.holder else None
 
     async def _to_model(
         self, served: Served, histories: Sequence[Sequence[int]]
@@ -198,7 +215,7 @@ class Serving:
         n = len(uids)
         if withdrawn is None:
             withdrawn = await self.store.consent_withdrawn(uids)
-        served = [self.holder.for_user(u) if self.holder else None for u in uids]
+        served = [self._served(u) for u in uids]
         cands: list[Listing] = [EMPTY] * n
         versions, paths = [BASELINE_VERSION] * n, ["baseline"] * n
 
