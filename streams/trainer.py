@@ -22,6 +22,9 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
+from redis import asyncio as aioredis
+from redis.exceptions import RedisError
+
 from models.checkpoint import build_model
 from models.data import from_dataset
 from models.datasets import load
@@ -31,6 +34,7 @@ from models.remap import Remapped, SequenceScorer
 from models.sasrec import SASRec, SASRecConfig
 from models.split import Split, temporal
 from schemas.errors import ConfigError, RecommenderError, ServiceError
+from streams import keys
 from streams.announce import Announcement, announce
 from streams.settings import Settings
 from streams.snapshot import snapshot
@@ -385,8 +389,11 @@ async def run_schedule(
     every_s: float,
     stop: asyncio.Event | None = None,
     work_dir: str | Path | None = None,
+    poll_s: float = 30.0,
 ) -> int:
-    """Retrain now and then every ``every_s`` seconds until ``stop`` is set.
+    """Retrain now and then every ``every_s`` seconds until ``stop`` is set, and at once
+    when a drift alert on the hit rate asks for it (``RECO_RETRAIN_ON_DRIFT``; checked
+    every ``poll_s``).
 
     A failed run is logged and the loop waits for the next slot; slots are fixed from
     the first run, so a run longer than ``every_s`` skips slots instead of piling up.
@@ -409,6 +416,24 @@ async def run_schedule(
             log.exception("retraining run %d failed unexpectedly", runs)
         now = loop.time()
         slot = first + (math.floor((now - first) / every_s) + 1) * every_s
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), timeout=slot - now)
+        while not stop.is_set() and loop.time() < slot:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=min(poll_s, slot - loop.time()))
+            if await _requested(settings):
+                log.info("a drift alert asked for a run: retraining now")
+                break
     return runs
+
+
+async def _requested(settings: Settings) -> bool:
+    """Whether a worker's hit-rate alert asked for a run (the request is taken)."""
+    if not settings.redis_url:
+        return False
+    client = aioredis.Redis.from_url(settings.redis_url)
+    try:
+        return await client.getdel(keys.TRAIN_REQUESTED) is not None
+    except (RedisError, OSError) as exc:
+        log.warning("cannot read retraining requests: %s", exc)
+        return False
+    finally:
+        await client.aclose()

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import redis
 import torch
 
 from models.checkpoint import Checkpoint
@@ -20,6 +21,7 @@ from models.datasets.records import purchase
 from models.registry import Registry
 from schemas.codec import Codec
 from schemas.errors import ConfigError
+from streams import keys
 from streams.cli import main
 from streams.settings import Settings
 from streams.snapshot import snapshot
@@ -297,3 +299,32 @@ def test_after_a_refit_only_newer_events_judge_the_next_candidate(
         assert second.metrics["trained_until_ms"] == float(later[-1]["ts"])
     finally:
         run(delete_topics(kafka_bootstrap, s.topic_partitions()))
+
+
+def test_a_drift_request_starts_a_run_before_the_next_slot(
+    redis_client: redis.Redis, redis_url: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # No broker: every run fails fast, which is enough to count the runs started.
+    s = Settings(redis_url=redis_url, kafka_bootstrap_servers=None)
+    caplog.set_level(logging.INFO, logger="streams.trainer")
+
+    def asked() -> int:
+        return sum("a drift alert asked for a run" in r.getMessage() for r in caplog.records)
+
+    async def scenario() -> int:
+        stop = asyncio.Event()
+        task = asyncio.create_task(
+            run_schedule(s, TrainerConfig(), tmp_path / "registry", 3600, stop, poll_s=0.05)
+        )
+        await asyncio.sleep(0.5)
+        redis_client.set(keys.TRAIN_REQUESTED, 1)
+        deadline = time.monotonic() + 30
+        while asked() < 1 and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        await asyncio.sleep(0.3)
+        stop.set()
+        return await asyncio.wait_for(task, 30)
+
+    assert run(scenario()) == 2  # the first run, then the requested one, an hour early
+    assert asked() == 1
+    assert not redis_client.exists(keys.TRAIN_REQUESTED)  # the request was taken
