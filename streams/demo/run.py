@@ -13,7 +13,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from pydantic import SecretStr
@@ -21,9 +21,11 @@ from redis.exceptions import RedisError
 
 from models.datasets import Dataset, load, to_messages, truncate
 from schemas.codec import Codec
+from streams import keys
 from streams.demo.child import Worker
 from streams.demo.view import TOP_N, Screen, View, _n, render, summary
 from streams.embedded import EmbeddedStack
+from streams.evaluation import summarise
 from streams.replay import encoded, publish
 from streams.settings import Settings
 from streams.state import Store
@@ -81,10 +83,15 @@ async def memory_per_user(store: Store) -> tuple[float, int] | None:
 
 
 async def consume_outputs(settings: Settings, view: View, since_ms: int) -> None:
-    """Read recommendations, segment changes and dead letters from the start, without a
-    consumer group."""
+    """Read recommendations, segment changes, drift alerts and dead letters from the start,
+    without a consumer group."""
     codec = Codec(settings.wire_format)
-    topics = (settings.topic_recommendations, settings.topic_dead_letter, settings.topic_segments)
+    topics = (
+        settings.topic_recommendations,
+        settings.topic_dead_letter,
+        settings.topic_segments,
+        settings.topic_drift_alerts,
+    )
     consumer = AIOKafkaConsumer(
         bootstrap_servers=settings.kafka_bootstrap_servers, enable_auto_commit=False
     )
@@ -107,6 +114,8 @@ async def consume_outputs(settings: Settings, view: View, since_ms: int) -> None
 async def _refresh(store: Store, view: View) -> None:
     view.stats = await store.stats()
     view.segment_sizes = await SegmentStore(store.redis).sizes()
+    raw = cast(dict[bytes, bytes], await store.redis.hgetall(keys.EVALUATION))
+    view.online = summarise(raw).get("version", {})
     now = time.monotonic()
     processed = view.processed
     if view.samples and processed != view.samples[-1][1]:

@@ -50,6 +50,8 @@ class View:
     segment_changes: int = 0
     segment_sizes: dict[int, int] = field(default_factory=dict)
     segment_version: str = ""
+    drift: list[dict[str, Any]] = field(default_factory=list)  # alerts, oldest first
+    online: dict[str, dict[str, float]] = field(default_factory=dict)  # version -> n, hr, mrr
 
     def stat(self, name: str) -> int:
         # Counters are cumulative in a shared Redis; this run is the difference.
@@ -101,6 +103,9 @@ class View:
                 self.dead[letter["error"]] += 1
                 self.last_dead = f"{letter['error']} ({letter['topic']}@{letter['offset']})"
                 return
+            if topic == settings.topic_drift_alerts:
+                self.drift.append(codec.decode("DriftAlert", value))
+                return
             if topic == settings.topic_segments:
                 change = codec.decode("SegmentChange", value)
                 self.segment_changes += 1
@@ -145,6 +150,20 @@ def _segments(v: View) -> str:
     return f"users per segment {sizes}" + (f" ({v.segment_version})" if v.segment_version else "")
 
 
+def _online(v: View) -> str:
+    """Purchases judged against the list shown just before, per model version."""
+    if not v.online:
+        return "(no purchase judged yet)"
+    return ", ".join(
+        f"{version}: HR {s['hr']:.3f} MRR {s['mrr']:.3f} ({_n(s['n'])} judged)"
+        for version, s in sorted(v.online.items())
+    )
+
+
+def _alert(a: dict[str, Any]) -> str:
+    return f"{a['monitor']} {a['statistic']} {a['value']:.3g} (threshold {a['threshold']:.3g})"
+
+
 def render(v: View) -> list[str]:
     purchases = len(v.purchases)
     share = f", {100 * len(v.recommended) / purchases:.0f}%" if purchases else ""
@@ -160,6 +179,9 @@ def render(v: View) -> list[str]:
         f"  dead letters     {v.dead_letters:>9}"
         + (f"         last: {v.last_dead}" if v.dead_letters else ""),
         f"  segments         {_n(v.segment_changes):>9} changes   {_segments(v)}",
+        f"  online hit rate  {_online(v)}",
+        f"  drift alerts     {len(v.drift):>9}"
+        + (f"         last: {_alert(v.drift[-1])}" if v.drift else ""),
     ]
     if v.unbounded and v.complete():
         lines.append("  every event published so far is processed; Ctrl-C ends the demo")
@@ -200,6 +222,9 @@ def summary(v: View, wall: float) -> list[str]:
         *(f"    {count} x {reason[:90]}" for reason, count in sorted(v.dead.items())),
         f"  users / items     {_n(v.stat('users_seen'))} / {_n(v.stat('items_seen'))}",
         f"  segments          {_n(v.segment_changes)} changes; {_segments(v)}",
+        f"  online hit rate   {_online(v)}",
+        f"  drift alerts      {len(v.drift)}",
+        *(f"    {_alert(a)}" for a in v.drift[-5:]),
         f"  wall time         {_clock(wall)}",
         f"  mean events/s     {_n(v.mean_rate())}"
         f" (worker: {_n(v.processed)} events in {span:.1f}s)",

@@ -90,5 +90,8 @@ def test_demo_recommends_after_every_purchase_and_dead_letters_the_malformed(
     # The demo trains and announces SASRec; the followed users' lists show its version.
     version = re.search(r"model: sasrec (\S+), trained", out)
     assert version is not None, out[-3000:]
-    assert f"({version.group(1)})" in out
+    assert f"({version.group(1)}, segment " in out
+    # Segments, the online hit rate and drift are on screen too.
+    assert re.search(r"segments\s+[\d,]+ changes", out)
+    assert "online hit rate" in out and "drift alerts" in out
     assert elapsed < 90, f"demo took {elapsed:.0f}s"
