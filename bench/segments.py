@@ -45,6 +45,9 @@ from streams.state import Store
 
 NAME = "segments"
 TARGET_ADDED_COST = 0.15
+# The backbone the target is relative to: without the later steps (online evaluation,
+# drift monitors), which would make the base slower and the share look smaller.
+OTHERS_OFF = {"evaluation_enabled": False, "drift_enabled": False}
 
 
 @dataclass(frozen=True)
@@ -72,7 +75,7 @@ async def _forget_segments(url: str) -> None:
 
 async def _worker_rate(base: Settings, events: Any, logs: Path, on: bool, n: int) -> float:
     s = fresh_settings(base, tag("seg-on" if on else "seg-off"))
-    s = s.model_copy(update={"segments_enabled": on})
+    s = s.model_copy(update={"segments_enabled": on, **OTHERS_OFF})
     await _forget_segments(s.redis_url or "")
     try:
         figures, child = await through(
@@ -89,7 +92,9 @@ async def _inprocess(base: Settings, records: list[dict[str, Any]], batch: int) 
     codec = Codec(base.wire_format)
     out: dict[str, float] = {}
     for on in (False, True, False, True):
-        s = fresh_settings(base, tag("inproc")).model_copy(update={"segments_enabled": on})
+        s = fresh_settings(base, tag("inproc")).model_copy(
+            update={"segments_enabled": on, **OTHERS_OFF}
+        )
         await _forget_segments(s.redis_url or "")
         store = Store.from_url(s.redis_url or "", trending_tau_s=s.trending_tau_s)
         proc = Processor(s, store)
