@@ -4,10 +4,11 @@
 (``models.datasets.synthetic.generate`` at its defaults but the seed), makes one online
 pass (``models.segments.replay.one_pass``, k = 4) and fits batch K-means (10 inits) on
 the same final profiles. Per seed: adjusted Rand index against the planted segments of
-the labels the pass stored, of batch K-means, and of the planted partition's own
-K-means cost against batch K-means' cost. When the planted partition costs more than
-what K-means finds, no K-means, online or batch, can be expected to return it: the
-profile cannot tell those segments apart.
+the labels the pass stored and of batch K-means, both silhouettes, and the planted
+partition's K-means cost against batch K-means' cost. The generator draws each
+segment's categories and price level at random, so some seeds plant segments that
+share most of them; "recoverable" seeds are those where batch K-means, seeing every
+final profile at once, reaches ARI 0.8.
 """
 
 from __future__ import annotations
@@ -73,18 +74,20 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"{r['silhouette_online']:.3f} / {r['silhouette_batch']:.3f} | "
             f"{r['planted_cost_over_batch']:.3f} |"
         )
-    separable = [r for r in rows if r["planted_cost_over_batch"] <= 1.0 + 1e-9]
+    separable = [r for r in rows if r["ari_batch"] >= 0.8]
     out: dict[str, Any] = {
         "dataset": f"generate(n_segments=4, seed=0..{args.seeds - 1}) at its defaults",
         "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "machine": cpu_description(),
         "seeds": args.seeds,
-        "separable_seeds": len(separable),
+        "recoverable_seeds": len(separable),
+        "online_recovered_seeds": sum(r["ari_online_stored"] >= 0.8 for r in rows),
+        "online_recovered_recoverable": sum(r["ari_online_stored"] >= 0.8 for r in separable),
         "median_ari_online_all": statistics.median(r["ari_online_stored"] for r in rows),
         "median_ari_batch_all": statistics.median(r["ari_batch"] for r in rows),
-        "min_ari_online_separable": min((r["ari_online_stored"] for r in separable), default=0.0),
-        "max_silhouette_gap_separable": max(
-            (abs(r["silhouette_online"] / r["silhouette_batch"] - 1) for r in separable),
+        "min_ari_online_recoverable": min((r["ari_online_stored"] for r in separable), default=0.0),
+        "max_silhouette_gap_all": max(
+            (abs(r["silhouette_online"] / r["silhouette_batch"] - 1) for r in rows),
             default=0.0,
         ),
     }
@@ -96,7 +99,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     path = RESULTS / f"{NAME}.json"
     rounded = {k: round(v, 4) if isinstance(v, float) else v for k, v in out.items()}
     path.write_text(json.dumps(rounded, indent=2) + "\n")
-    print(f"\n{len(separable)} of {len(rows)} seeds separable; written to {path}")
+    print(
+        f"\nbatch K-means recovers {len(separable)} of {len(rows)} shops, the online pass "
+        f"{out['online_recovered_seeds']}; written to {path}"
+    )
     return 0
 
 

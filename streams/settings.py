@@ -88,7 +88,7 @@ class Settings(BaseSettings):
     segments_enabled: bool = True
     segments_k: int = Field(6, ge=1, le=100)
     segments_init_points: int = Field(500, ge=1)  # profiles sampled before seeding centroids
-    segments_init_min_events: int = Field(3, ge=1)  # only such users' profiles seed them
+    segments_init_min_events: int = Field(10, ge=1)  # only such users' profiles seed them
     segments_min_rate: float = Field(0.03, gt=0, le=1)  # floor of a centroid's learning step
 
     # A/B test (see models.abtest): a salted hash puts this share of users in the

@@ -13,6 +13,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import faust
+from aiokafka.errors import KafkaError
 from faust import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from redis.exceptions import RedisError
@@ -24,7 +25,7 @@ from streams.processor import Processor
 from streams.serving.holder import ModelHolder
 from streams.serving.serve import reason_text
 from streams.settings import Settings
-from streams.status import gather, render
+from streams.status import consumer_lag, gather, render
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +33,7 @@ log = logging.getLogger(__name__)
 UNAVAILABLE = (RedisError, OSError, ServiceError, asyncio.TimeoutError)
 # A hung Redis must not hold requests (or a load balancer's health probe) forever.
 REDIS_TIMEOUT_S = 5.0
+LAG_TIMEOUT_S = 2.0  # the lag is read with a consumer of its own: skipped if slow
 REJECTED_SHOWN = 5
 
 
@@ -120,9 +122,17 @@ def register_routes(
     @app.page("/status", name="status")
     async def status(view: web.View, request: web.Request) -> web.Response:
         with metrics.HTTP_SECONDS.labels("status").time():
+            lag = None
+            if request.query.get("lag", "1") != "0":
+                try:
+                    lag = await asyncio.wait_for(
+                        consumer_lag(settings, LAG_TIMEOUT_S), 2 * LAG_TIMEOUT_S
+                    )
+                except (*UNAVAILABLE, KafkaError) as exc:
+                    log.warning("lag unavailable: %s", exc)
             try:
                 async with asyncio.timeout(REDIS_TIMEOUT_S):
-                    body = await gather(settings, (await processor()).store.redis)
+                    body = await gather(settings, (await processor()).store.redis, lag)
             except UNAVAILABLE as exc:
                 log.warning("status unavailable: %s", exc)
                 return error(view, 503, "state store unavailable")

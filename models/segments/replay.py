@@ -30,7 +30,7 @@ from models.segments.profile import (
 class OnlineConfig:
     k: int = 6
     init_points: int = 500  # profiles buffered before the centroids are seeded
-    init_min_events: int = 3  # only profiles of users with this many events enter the sample
+    init_min_events: int = 10  # only profiles of users with this many events enter the sample
     min_rate: float = 0.03
     seed: int = 0
 

@@ -124,13 +124,14 @@ def test_a_worker_publishes_drift_alerts_and_the_status_view_shows_them(
         wait_for(lambda: web_is_up(port), 30, "the web server", worker)
 
         def counted() -> int:
-            beats = get_json(port, "/status")[1]["workers"].values()
+            beats = get_json(port, "/status?lag=0")[1]["workers"].values()
             return sum(b["events"] for b in beats)
 
         # Heartbeats come every few seconds; products count as events too.
         wait_for(lambda: counted() >= len(events), 20, "a heartbeat after the last event", worker)
         code, view = get_json(port, "/status")
         assert code == 200
+        assert view["lag"][s.topic_purchases]["0"]["lag"] == 0
         (beat,) = view["workers"].values()
         assert beat["alive"] and beat["partitions"] == [0]
         assert beat["models"] == {"current": None, "canary": None, "previous": None}
