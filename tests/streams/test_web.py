@@ -75,6 +75,7 @@ def test_api_answers_what_the_stream_emitted(
         product_cache_s=0,
         cooc_cache_s=0,
         segments_init_points=20,
+        segments_init_min_events=1,
     )
     ds = generate(n_users=40, n_items=60, events_per_user=(3, 8), seed=11)
     events = [rec for kind, rec in ds.events if kind == "purchase"]
