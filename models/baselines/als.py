@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Self
+from typing import TYPE_CHECKING, Any, Self
 
 import numpy as np
 from threadpoolctl import threadpool_limits
@@ -62,23 +62,8 @@ class ALS:
         self.item_factors: np.ndarray | None = None  # float32 [n_items + 1, factors]
 
     def fit(self, train: Interactions, valid: EvalSet | None = None) -> Self:
-        from implicit.cpu.als import AlternatingLeastSquares
-
-        c = self.config
         user_items = user_item_matrix(train.histories, train.catalogue.n_items + 1, binary=False)
-        # implicit runs its own threads; OpenBLAS threads inside them oversubscribe the
-        # cores (implicit warns about it), so BLAS gets one thread while implicit runs.
-        with threadpool_limits(1, "blas"):
-            model = AlternatingLeastSquares(
-                factors=c.factors,
-                regularization=c.regularization,
-                alpha=c.alpha,
-                iterations=c.iterations,
-                random_state=c.seed,
-                num_threads=c.threads,
-                calculate_training_loss=False,
-            )
-            model.fit(user_items, show_progress=False)
+        model = fit_als(user_items, self.config)
         self.model = model
         self.item_factors = np.asarray(model.item_factors, dtype=np.float32)
         return self
@@ -100,3 +85,23 @@ class ALS:
         scores = users @ self.item_factors.T
         scores[:, 0] = PAD_SCORE
         return scores
+
+
+def fit_als(user_items: Any, c: ALSConfig) -> Any:
+    """implicit's ALS fitted on a users x items confidence matrix (CSR)."""
+    from implicit.cpu.als import AlternatingLeastSquares
+
+    # implicit runs its own threads; OpenBLAS threads inside them oversubscribe the
+    # cores (implicit warns about it), so BLAS gets one thread while implicit runs.
+    with threadpool_limits(1, "blas"):
+        model = AlternatingLeastSquares(
+            factors=c.factors,
+            regularization=c.regularization,
+            alpha=c.alpha,
+            iterations=c.iterations,
+            random_state=c.seed,
+            num_threads=c.threads,
+            calculate_training_loss=False,
+        )
+        model.fit(user_items, show_progress=False)
+    return model

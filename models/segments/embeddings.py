@@ -21,9 +21,8 @@ from typing import TYPE_CHECKING, Literal
 import numpy as np
 import scipy.sparse as sp
 import torch
-from threadpoolctl import threadpool_limits
 
-from models.baselines.als import ALSConfig
+from models.baselines.als import ALSConfig, fit_als
 from models.baselines.features import DAY_MS, row_index
 from models.blocks import padded_batch
 from models.data import Histories, Interactions
@@ -102,27 +101,13 @@ def als_embeddings(
     interactions: Interactions, config: ALSEmbeddingConfig = ALSEmbeddingConfig()
 ) -> np.ndarray:
     """ALS user factors fitted on the frequency- and recency-weighted matrix, float32."""
-    from implicit.cpu.als import AlternatingLeastSquares
-
-    c = config.als
     matrix = confidence_matrix(
         interactions.histories,
         interactions.catalogue.n_items + 1,
         config.half_life_days,
         config.anchor,
     )
-    # implicit runs its own threads; BLAS gets one, as in models.baselines.als.
-    with threadpool_limits(1, "blas"):
-        model = AlternatingLeastSquares(
-            factors=c.factors,
-            regularization=c.regularization,
-            alpha=c.alpha,
-            iterations=c.iterations,
-            random_state=c.seed,
-            num_threads=c.threads,
-            calculate_training_loss=False,
-        )
-        model.fit(matrix, show_progress=False)
+    model = fit_als(matrix, config.als)
     factors = np.asarray(model.user_factors, dtype=np.float32)
     if config.normalise:
         norms = np.linalg.norm(factors, axis=1, keepdims=True)
