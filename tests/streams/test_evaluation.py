@@ -37,6 +37,8 @@ def worker(
         attribution_window_s=WINDOW_S,
     )
     w = InProcess(s, redis_url, 0)
+    assert w.proc.evaluator is not None
+    w.proc.evaluator.exposure_every_s = 0.0  # written with every batch, to read it at once
     w.send(s.topic_catalog, "Product", list(shop.products))
     # Other shoppers first, so that the co-occurrence lists have something to offer.
     w.send(s.topic_purchases, "Purchase", [r for k, r in shop.events if k == "purchase"])
