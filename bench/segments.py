@@ -57,6 +57,9 @@ class Options:
     inprocess_events: int = 50_000
     batch: int = 500
     dataset: str | None = None  # None: the backbone's (Online Retail)
+    # With the online evaluation and drift monitors switched with segmentation: what the
+    # whole of issues 5 and 6 costs the worker (worker runs only).
+    together: bool = False
 
 
 def log(msg: str) -> None:
@@ -73,9 +76,17 @@ async def _forget_segments(url: str) -> None:
         await client.aclose()
 
 
-async def _worker_rate(base: Settings, events: Any, logs: Path, on: bool, n: int) -> float:
+def _toggle(on: bool, together: bool) -> dict[str, bool]:
+    """Segmentation alone against the backbone, or with the evaluation and drift too."""
+    others = {k: on for k in OTHERS_OFF} if together else OTHERS_OFF
+    return {"segments_enabled": on, **others}
+
+
+async def _worker_rate(
+    base: Settings, events: Any, logs: Path, on: bool, n: int, together: bool = False
+) -> float:
     s = fresh_settings(base, tag("seg-on" if on else "seg-off"))
-    s = s.model_copy(update={"segments_enabled": on, **OTHERS_OFF})
+    s = s.model_copy(update=_toggle(on, together))
     await _forget_segments(s.redis_url or "")
     try:
         figures, child = await through(
@@ -147,7 +158,7 @@ async def run(opts: Options | None = None) -> dict[str, Any]:
         on: list[float] = []
         for n in range(opts.rounds):
             for flag, into in ((False, off), (True, on)):
-                rate = await _worker_rate(base, events, logs, flag, n)
+                rate = await _worker_rate(base, events, logs, flag, n, opts.together)
                 into.append(rate)
                 log(f"round {n + 1}: segmentation {'on' if flag else 'off'}: {rate:,.0f} events/s")
         out["worker_events_per_s_off"] = statistics.median(off)
@@ -158,12 +169,28 @@ async def run(opts: Options | None = None) -> dict[str, Any]:
         out["worker_added_cost"] = (
             out["worker_events_per_s_off"] / out["worker_events_per_s_on"] - 1
         )
-        log("in-process step ...")
-        out.update(await _inprocess(base, records[: opts.inprocess_events], opts.batch))
+        out["switched"] = "segmentation, evaluation, drift" if opts.together else "segmentation"
         out["target_added_cost"] = TARGET_ADDED_COST
         out["target_met"] = out["worker_added_cost"] <= TARGET_ADDED_COST
+        if opts.together:
+            return {k: round(v, 4) if isinstance(v, float) else v for k, v in out.items()}
+        log("in-process step ...")
+        out.update(await _inprocess(base, records[: opts.inprocess_events], opts.batch))
         out["load_average_1m_at_end"] = os.getloadavg()[0]
     return {k: round(v, 4) if isinstance(v, float) else v for k, v in out.items()}
+
+
+def worker_rows(r: dict[str, Any]) -> str:
+    return "\n".join(
+        [
+            f"switched off/on: {r['switched']}",
+            f"worker off (median of {r['worker_runs_off']}): "
+            f"{r['worker_events_per_s_off']:,.0f} events/s",
+            f"worker on (median of {r['worker_runs_on']}): "
+            f"{r['worker_events_per_s_on']:,.0f} events/s",
+            f"cost added per event: {100 * r['worker_added_cost']:.1f} %",
+        ]
+    )
 
 
 def markdown(r: dict[str, Any]) -> str:
@@ -189,13 +216,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.segments", description=__doc__)
     parser.add_argument("--dataset", default=None, help="data set name (default: Online Retail)")
     parser.add_argument("--rounds", type=int, default=Options.rounds, help="off/on worker pairs")
+    parser.add_argument(
+        "--together",
+        action="store_true",
+        help="switch the online evaluation and drift monitors with segmentation",
+    )
     args = parser.parse_args(argv)
-    results = asyncio.run(run(Options(rounds=args.rounds, dataset=args.dataset)))
+    opts = Options(rounds=args.rounds, dataset=args.dataset, together=args.together)
+    results = asyncio.run(run(opts))
     RESULTS.mkdir(parents=True, exist_ok=True)
-    path = RESULTS / f"{NAME}-{args.dataset or 'online_retail'}.json"
+    suffix = "-together" if args.together else ""
+    path = RESULTS / f"{NAME}-{args.dataset or 'online_retail'}{suffix}.json"
     path.write_text(json.dumps(results, indent=2) + "\n")
     print(f"\n## {NAME}: {results['dataset']}; {results['machine']}; {results['date']}\n")
-    print(markdown(results))
+    print(markdown(results) if not args.together else worker_rows(results))
     print(f"\nwritten to {path}")
     return 0
 
