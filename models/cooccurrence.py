@@ -96,8 +96,9 @@ def rank(
         for item, count in top_popular:
             if item in seen or item in chosen:
                 continue
-            # Scaled into (0, floor) so a fallback never outranks a real neighbour.
-            out.append(Ranked(item, floor * count / total, REASON_POPULAR, None))
+            # Scaled into (0, floor] so a fallback never outranks a real neighbour; the
+            # share first, as floor * count / total can round above floor.
+            out.append(Ranked(item, floor * (count / total), REASON_POPULAR, None))
             if len(out) == k:
                 break
     return out

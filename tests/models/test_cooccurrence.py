@@ -74,3 +74,10 @@ def test_incremental_model_learns_a_sequential_pattern() -> None:
     assert m.recommend("new", 1)[0].item == "b"
     assert m.pairs["a"]["b"] == 50 and m.pairs["a"]["c"] == 0  # window 1: only neighbours
     assert m.popularity["a"] == 51
+
+
+def test_a_lone_popular_filler_never_rounds_above_the_last_neighbour() -> None:
+    # floor * count / total came out one ulp above floor for these numbers.
+    out = rank([1, 0, 2], {1: [(4, 0.01)]}, [(3, 2.4375)], 2, 3)
+    assert [r.item for r in out] == [4, 3]
+    assert out[0].score >= out[1].score
