@@ -16,7 +16,6 @@ subprocess start (start-up and group join included).
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 import os
 import shutil
@@ -36,8 +35,8 @@ from bench.common import (
     encode,
     forget_faust_dir,
     fresh_settings,
-    machine,
     met,
+    on_stack,
     prepublish,
     settings_from_env,
     tag,
@@ -169,12 +168,8 @@ async def run(opts: Options | None = None, results_dir: Path | None = None) -> d
     logs = Path(tempfile.mkdtemp(prefix="reco-bench-"))
     out: dict[str, Any] = {"dataset": describe(name, records[: opts.events])}
     async with EmbeddedStack(base.kafka_bootstrap_servers, base.redis_url) as stack:
-        located = {"kafka_bootstrap_servers": stack.bootstrap_servers, "redis_url": stack.redis_url}
-        base = base.model_copy(update=located)
-        out["date"] = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
-        out["machine"] = await machine(stack)
-        # Anything else running on a small machine moves every figure here.
-        out["load_average_1m_at_start"] = os.getloadavg()[0]
+        base, header = await on_stack(base, stack)
+        out.update(header)
         out["events"] = opts.events
         out["partitions"] = base.partitions
         out["batch_size"] = base.batch_size

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import os
 import platform
 import secrets
@@ -177,3 +178,16 @@ async def machine(stack: EmbeddedStack) -> str:
 def met(flag: bool) -> str:
     """A target's verdict as a benchmark table shows it."""
     return "yes" if flag else "**no**"
+
+
+async def on_stack(base: Settings, stack: EmbeddedStack) -> tuple[Settings, dict[str, Any]]:
+    """``base`` pointed at the stack's broker and Redis, and the header every result
+    file starts with: date, machine, and the load average (anything else running on a
+    small machine moves every figure)."""
+    located = {"kafka_bootstrap_servers": stack.bootstrap_servers, "redis_url": stack.redis_url}
+    header = {
+        "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "machine": await machine(stack),
+        "load_average_1m_at_start": os.getloadavg()[0],
+    }
+    return base.model_copy(update=located), header

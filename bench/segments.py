@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import datetime as dt
 import json
 import os
 import statistics
@@ -30,8 +29,8 @@ from bench.common import (
     encode,
     forget_faust_dir,
     fresh_settings,
-    machine,
     met,
+    on_stack,
     settings_from_env,
     tag,
     worker_command,
@@ -147,11 +146,8 @@ async def run(opts: Options | None = None) -> dict[str, Any]:
     logs = Path(tempfile.mkdtemp(prefix="reco-bench-seg-"))
     out: dict[str, Any] = {"dataset": describe(name, records[: opts.events])}
     async with EmbeddedStack(base.kafka_bootstrap_servers, base.redis_url) as stack:
-        located = {"kafka_bootstrap_servers": stack.bootstrap_servers, "redis_url": stack.redis_url}
-        base = base.model_copy(update=located)
-        out["date"] = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
-        out["machine"] = await machine(stack)
-        out["load_average_1m_at_start"] = os.getloadavg()[0]
+        base, header = await on_stack(base, stack)
+        out.update(header)
         out["segments_k"] = base.segments_k
         events = encode(records[: opts.events], Codec(base.wire_format))
         off: list[float] = []

@@ -19,7 +19,6 @@ The model is trained for one epoch: its quality is beside the point here, its co
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
 import os
 import shutil
 import sys
@@ -38,8 +37,8 @@ from bench.common import (
     encode,
     forget_faust_dir,
     fresh_settings,
-    machine,
     met,
+    on_stack,
     tag,
 )
 from bench.latency import PROBES, LatencyOptions, latency
@@ -138,11 +137,8 @@ async def run(opts: Options | None = None, results_dir: Path | None = None) -> d
         "product_cache_s": 5.0,
     }
     async with EmbeddedStack(base.kafka_bootstrap_servers, base.redis_url) as stack:
-        located = {"kafka_bootstrap_servers": stack.bootstrap_servers, "redis_url": stack.redis_url}
-        base = base.model_copy(update=located)
-        out["date"] = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
-        out["machine"] = await machine(stack)
-        out["load_average_1m_at_start"] = os.getloadavg()[0]
+        base, header = await on_stack(base, stack)
+        out.update(header)
         codec = Codec(base.wire_format)
         events = encode(records[: opts.events], codec)
         few = encode(records[: opts.per_event_events], codec)

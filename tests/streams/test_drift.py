@@ -153,25 +153,20 @@ def test_a_worker_publishes_drift_alerts_and_the_status_view_shows_them(
         assert {a["monitor"] for a in view["drift_alerts"]} == {a["monitor"] for a in alerts}
         assert sum(view["segments"]["sizes"].values()) > 0
         assert any(h["judged"] for h in view["hit_rate_by_hour"])
-        env = s.as_env(os.environ)
-        shown = subprocess.run(
-            [sys.executable, "-m", "streams.cli", "status", "--json"],
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=True,
-        )
-        lag = json.loads(shown.stdout)["lag"][s.topic_purchases]["0"]
+
+        def status(*flags: str) -> str:
+            return subprocess.run(
+                [sys.executable, "-m", "streams.cli", "status", *flags],
+                env=s.as_env(os.environ),
+                capture_output=True,
+                text=True,
+                timeout=60,
+                check=True,
+            ).stdout
+
+        lag = json.loads(status("--json"))["lag"][s.topic_purchases]["0"]
         assert lag == {"committed": len(events), "end": len(events), "lag": 0}
-        text = subprocess.run(
-            [sys.executable, "-m", "streams.cli", "status", "--no-lag"],
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=True,
-        ).stdout
+        text = status("--no-lag")
         assert "category_mix" in text and "HR " in text
     finally:
         worker.stop()
