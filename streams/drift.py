@@ -8,7 +8,8 @@ shows in every partition) with the monitors of ``models.drift``:
 - ``category_mix``: PSI of the top-level categories of purchased items;
 - ``price_level``: KS distance of purchase prices;
 - ``new_items``, ``new_users``: ADWIN on the share of events whose item or user is new;
-- ``segment_mix``: PSI of the segments users are assigned to.
+- ``segment_mix``: PSI of the segments of the users behind the events, so that a
+  segment's share is its share of the activity.
 
 An alert passes the worker's own debouncer, then a Redis ``SET NX EX`` per monitor, so
 that two workers seeing the same shift send one ``DriftAlert``. Sent alerts are kept in
@@ -29,7 +30,7 @@ from redis import asyncio as aioredis
 
 from models.drift.alerts import Alert, Debouncer
 from models.drift.detectors import Monitor, hit_rate_monitor, score_monitor
-from models.drift.mix import KsMonitor, PsiMonitor, share_monitor
+from models.drift.mix import KsMonitor, PsiMonitor, segment_mix_monitor, share_monitor
 from streams import keys, metrics
 from streams.evaluation import Verdict
 from streams.serving.serve import Answer, ProductCache
@@ -71,13 +72,14 @@ class Observed:
         seen = cls(events=len(records))
         seen.hits = [1.0 if v.hit else 0.0 for v in verdicts]
         seen.scores = [a.model_top for a in answers if a.model_top is not None]
-        seen.segments = list(segment_of.values())
         first: set[str] = set()
         for rec, is_purchase, ev, status, idx in zip(
             records, purchase, batch, result.statuses, result.item_index, strict=True
         ):
             if status != APPLIED:
                 continue
+            if ev.uid in segment_of:
+                seen.segments.append(segment_of[ev.uid])
             seen.new_items.append(1.0 if idx in result.created else 0.0)
             is_new = len(result.before[ev.uid]) == 0 and ev.uid not in first
             first.add(ev.uid)
@@ -105,7 +107,7 @@ def monitors() -> dict[str, Monitor]:
         "price_level": KsMonitor("price_level"),
         "new_items": share_monitor("new_items"),
         "new_users": share_monitor("new_users"),
-        "segment_mix": PsiMonitor("segment_mix"),
+        "segment_mix": segment_mix_monitor(),
     }
 
 

@@ -48,15 +48,45 @@ class Shown:
         return cls(int(ts), version, arm, segment, tuple(items))
 
 
-@dataclass(frozen=True, slots=True)
 class Step:
-    """One event of a batch, in batch order, as the evaluation sees it."""
+    """One event of a batch, in batch order, as the evaluation sees it.
 
-    uid: str
-    item_id: str
-    ts_s: int
-    judge: bool  # a purchase applied for the first time: judge it against the last list
-    shown: Shown | None  # the recommendation this event produced, if any
+    ``judge`` marks a purchase applied for the first time (judge it against the last
+    list); ``shown`` is the recommendation this event produced, if any, built when first
+    asked for: a batch remembers one list per user and judges fewer purchases than it
+    has events, so most lists are never needed as `Shown`.
+    """
+
+    __slots__ = ("_answer", "_arm_of", "_segment", "_shown", "item_id", "judge", "ts_s", "uid")
+
+    def __init__(
+        self,
+        uid: str,
+        item_id: str,
+        ts_s: int,
+        judge: bool,
+        answer: Answer | None = None,
+        arm_of: Callable[[str], str] | None = None,
+        segment: int | None = None,
+    ) -> None:
+        self.uid, self.item_id, self.ts_s, self.judge = uid, item_id, ts_s, judge
+        self._answer = answer if answer is not None and answer.items else None
+        self._arm_of = arm_of
+        self._segment = segment
+        self._shown: Shown | None = None
+
+    @property
+    def shows(self) -> bool:
+        return self._answer is not None
+
+    @property
+    def shown(self) -> Shown | None:
+        answer = self._answer
+        if self._shown is None and answer is not None:
+            arm = self._arm_of(self.uid) if self._arm_of is not None else "control"
+            items = tuple([i.item_id for i in answer.items])
+            self._shown = Shown(self.ts_s, answer.version, arm, self._segment, items)
+        return self._shown
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,16 +137,8 @@ def batch_steps(
         answer = next(shown) if w else None
         if ev.uid in withdrawn:
             continue
-        listed = None
-        if answer is not None and answer.items:
-            listed = Shown(
-                ev.ts_s,
-                answer.version,
-                arm_of(ev.uid),
-                segment_of.get(ev.uid),
-                tuple(i.item_id for i in answer.items),
-            )
-        steps.append(Step(ev.uid, item, ev.ts_s, judge_it, listed))
+        uid = ev.uid
+        steps.append(Step(uid, item, ev.ts_s, judge_it, answer, arm_of, segment_of.get(uid)))
     return steps
 
 
@@ -145,16 +167,19 @@ class Evaluator:
             return []
         users = list(dict.fromkeys(s.uid for s in steps))
         raw = await self.redis.mget([keys.last_recommendation(u) for u in users])
-        last = {u: Shown.decode(r) for u, r in zip(users, raw, strict=True) if r is not None}
+        stored = {u: Shown.decode(r) for u, r in zip(users, raw, strict=True) if r is not None}
+        latest: dict[str, Step] = {}  # the batch's own last list per user, so far
         verdicts: list[Verdict] = []
-        changed: dict[str, Shown] = {}
         for step in steps:
             if step.judge:
-                verdict = judge(last.get(step.uid), step.item_id, step.ts_s, self.window_s)
+                mine = latest.get(step.uid)
+                last = mine.shown if mine is not None else stored.get(step.uid)
+                verdict = judge(last, step.item_id, step.ts_s, self.window_s)
                 if verdict is not None:
                     verdicts.append(verdict)
-            if step.shown is not None:
-                last[step.uid] = changed[step.uid] = step.shown
+            if step.shows:
+                latest[step.uid] = step
+        changed = {u: s for u, step in latest.items() if (s := step.shown) is not None}
         await self._write(verdicts, changed)
         return verdicts
 

@@ -232,10 +232,12 @@ class Processor:
             batch, items, judged, wanted, answers, withdrawn, segment_of, self.serving.arm_of
         )
         verdicts = await self.evaluator.observe(steps)
-        for v in verdicts:
-            metrics.ONLINE_JUDGED.labels(v.shown.version).inc()
-            if v.hit:
-                metrics.ONLINE_HITS.labels(v.shown.version).inc()
+        judged_by: Counter[str] = Counter(v.shown.version for v in verdicts)
+        hits_by: Counter[str] = Counter(v.shown.version for v in verdicts if v.hit)
+        for version, n in judged_by.items():
+            metrics.ONLINE_JUDGED.labels(version).inc(n)
+        for version, n in hits_by.items():
+            metrics.ONLINE_HITS.labels(version).inc(n)
         self._count("judged", len(verdicts))
         return verdicts
 

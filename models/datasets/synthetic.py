@@ -5,7 +5,15 @@ Every item has a fixed successor in its category, and a user's next purchase fol
 it with probability ``FOLLOW_PROB``; that is the pattern a sequence model should
 learn. With ``drift_at`` the segments switch to other categories at that fraction of
 the timeline, which drift monitors should notice; ``price_drift`` also scales the
-prices paid from then on.
+prices paid from then on, ``new_items`` releases items then and ``wave`` brings a wave
+of new users from one segment. ``shift_categories=False`` keeps the categories, so
+that each of those can drift alone.
+
+By default every user's sessions spread over the whole 30 days, so in a replay the
+share of new users falls and histories lengthen throughout. ``active_days`` makes
+users join at a steady rate and stay that many days: from ``active_days`` in until
+``active_days`` before the end (when no one joins any more), the stream is stationary
+but for the drift, as a shop that has run for months is.
 """
 
 from __future__ import annotations
@@ -30,6 +38,9 @@ PREFERRED_PER_SEGMENT = 3
 PREFERRED_MASS = 0.85
 SESSION_RATE = 0.3
 CLICK_GAP_MS = 120_000
+DAY_MS = 86_400_000
+WAVE_JOIN_MS = DAY_MS  # the wave's users join within a day of the drift
+NEW_ITEM_POPULARITY = 3.0  # how much better a released item sells than a typical one
 CURRENCY = "EUR"
 
 
@@ -45,6 +56,8 @@ class SyntheticDataset(Dataset):
     segment_price_level: dict[int, float]
     item_category: dict[str, str] = field(repr=False)
     follow_prob: float
+    released: tuple[str, ...] = ()  # items first sold at drift_ts
+    wave_segment: int | None = None  # the segment of the users who join at drift_ts
 
     @property
     def truth(self) -> dict[str, Any]:
@@ -58,6 +71,8 @@ class SyntheticDataset(Dataset):
             "segment_price_level": self.segment_price_level,
             "item_category": self.item_category,
             "follow_prob": self.follow_prob,
+            "released": self.released,
+            "wave_segment": self.wave_segment,
         }
 
 
@@ -71,6 +86,11 @@ def generate(
     seed: int = 0,
     review_rate: float = 0.0,
     price_drift: float | None = None,
+    *,
+    shift_categories: bool = True,
+    new_items: int = 0,
+    wave: int = 0,
+    active_days: float | None = None,
 ) -> SyntheticDataset:
     """Generate purchases (and optionally reviews) spread over 30 days from 2024-01-01.
 
@@ -78,7 +98,12 @@ def generate(
     followed by a review of the same item with probability ``review_rate``; ratings are
     higher for categories the user's segment prefers. With ``price_drift`` (needs
     ``drift_at``) every purchase from the drift on pays that factor times the item's
-    price, as after a general price rise. The same arguments always give the same data.
+    price, as after a general price rise. ``new_items`` items (their ids follow the
+    catalogue's) go on sale at the drift and sell ``NEW_ITEM_POPULARITY`` times better
+    than a typical item; ``wave`` extra users of the smallest segment join within a
+    day of it. With ``active_days`` each user joins at a uniform time and shops within
+    that many days after. The same arguments always give the same data, and the defaults
+    the same data as before these options existed.
     """
     lo, hi = events_per_user
     if not 1 <= lo <= hi:
@@ -89,20 +114,57 @@ def generate(
         raise ValueError(f"drift_at must lie strictly between 0 and 1, got {drift_at}")
     if price_drift is not None and (drift_at is None or not price_drift > 0):
         raise ValueError(f"price_drift must be positive and needs drift_at, got {price_drift}")
+    if min(new_items, wave) < 0 or (drift_at is None and (new_items or wave)):
+        raise ValueError(
+            f"new_items and wave need drift_at and cannot be negative, got {new_items}, {wave}"
+        )
+    if active_days is not None and not 1.0 < active_days <= SPAN_MS / DAY_MS:
+        raise ValueError(f"active_days must lie in (1, {SPAN_MS // DAY_MS}], got {active_days}")
     if min(n_users, n_segments, n_categories) < 1:
         raise ValueError("n_users, n_segments and n_categories must be positive")
 
     rng = np.random.default_rng(seed)
-    shop = _Shop.build(rng, n_items, n_categories, n_segments, drift_at is not None)
     drift_ts = None if drift_at is None else START_MS + int(drift_at * SPAN_MS)
+    shop = _Shop.build(
+        rng, n_items, n_categories, n_segments, drift_at is not None, shift_categories
+    )
+    # The options draw from streams of their own, so that a shop without them is the
+    # same shop.
+    released = []
+    if drift_ts is not None and new_items:
+        release_rng = np.random.default_rng([seed, 1])
+        released = shop.release(release_rng, new_items, drift_ts, n_categories)
     segments = rng.integers(n_segments, size=n_users)
+    active_ms = None if active_days is None else int(active_days * DAY_MS)
     events: list[Event] = []
     for u in range(n_users):
         n = int(rng.integers(lo, hi + 1))
+        window = None
+        if active_ms is not None:
+            window = (int(rng.integers(0, SPAN_MS - active_ms + 1)), active_ms)
         events.extend(
-            _user_events(rng, shop, u, int(segments[u]), n, drift_ts, review_rate, price_drift)
+            _user_events(
+                rng, shop, u, int(segments[u]), n, drift_ts, review_rate, price_drift, window
+            )
         )
+    wave_segment = None
+    if drift_ts is not None and wave:
+        wave_segment = int(np.argmin(np.bincount(segments, minlength=n_segments)))
+        wave_rng = np.random.default_rng([seed, 2])
+        for u in range(n_users, n_users + wave):
+            n = int(wave_rng.integers(lo, hi + 1))
+            join = drift_ts - START_MS + int(wave_rng.integers(0, WAVE_JOIN_MS))
+            width = SPAN_MS - join if active_ms is None else min(active_ms, SPAN_MS - join)
+            window = (join, max(width, DAY_MS + 1))
+            events.extend(
+                _user_events(
+                    wave_rng, shop, u, wave_segment, n, drift_ts, review_rate, price_drift, window
+                )
+            )
     sort_events(events)
+    segment_of = {_user(u): int(s) for u, s in enumerate(segments)}
+    if wave_segment is not None:
+        segment_of.update({_user(u): wave_segment for u in range(n_users, n_users + wave)})
 
     def names(prefs: list[np.ndarray]) -> dict[int, list[str]]:
         return {s: [_category(c) for c in sorted(p.tolist())] for s, p in enumerate(prefs)}
@@ -115,8 +177,12 @@ def generate(
         f"events_per_user={events_per_user}, n_categories={n_categories}, "
         f"drift_at={drift_at}, seed={seed}, review_rate={review_rate}"
         + ("" if price_drift is None else f", price_drift={price_drift}")
+        + ("" if shift_categories else ", shift_categories=False")
+        + ("" if not new_items else f", new_items={new_items}")
+        + ("" if not wave else f", wave={wave}")
+        + ("" if active_days is None else f", active_days={active_days}")
         + ")",
-        segment_of={_user(u): int(s) for u, s in enumerate(segments)},
+        segment_of=segment_of,
         successor={_item(i): _item(j) for i, j in enumerate(shop.successor)},
         drift_ts=drift_ts,
         segment_categories=names(shop.preferred[0]),
@@ -124,6 +190,8 @@ def generate(
         segment_price_level={s: PRICE_LEVELS[lvl] for s, lvl in enumerate(shop.segment_level)},
         item_category={_item(i): _category(c) for i, c in enumerate(shop.category)},
         follow_prob=FOLLOW_PROB,
+        released=tuple(_item(i) for i in released),
+        wave_segment=wave_segment,
     )
 
 
@@ -137,10 +205,12 @@ class _Shop:
     # preferred[phase][segment]: phase 0 before drift, phase 1 after (when drifting)
     preferred: list[list[np.ndarray]]
     segment_level: list[int]
-    # category_cdf[phase][segment], item_cdf[(price level, category)] = (items, cdf)
+    # category_cdf[phase][segment], item_cdf[phase][(price level, category)] = (items, cdf)
     category_cdf: list[list[list[float]]]
-    item_cdf: dict[tuple[int, int], tuple[list[int], list[float]]]
+    item_cdf: list[dict[tuple[int, int], tuple[list[int], list[float]]]]
     products: list[Record]
+    level: list[int]
+    popularity: list[float]
 
     @classmethod
     def build(
@@ -150,6 +220,7 @@ class _Shop:
         n_categories: int,
         n_segments: int,
         drifting: bool,
+        shift_categories: bool = True,
     ) -> _Shop:
         # Two guaranteed items per category, so no item is its own successor.
         base = np.repeat(np.arange(n_categories), 2)
@@ -169,15 +240,12 @@ class _Shop:
         before = [rng.choice(n_categories, size=k, replace=False) for _ in range(n_segments)]
         preferred = [before]
         if drifting:
-            preferred.append([_moved(rng, p, n_categories) for p in before])
+            moved = [_moved(rng, p, n_categories) for p in before]
+            preferred.append(moved if shift_categories else before)
         segment_level = rng.integers(len(PRICE_LEVELS), size=n_segments).tolist()
 
         category_cdf = [[_category_cdf(p, n_categories) for p in phase] for phase in preferred]
-        item_cdf = {}
-        for lvl, c in itertools.product(range(len(PRICE_LEVELS)), range(n_categories)):
-            # Items near the segment's price level sell more; popularity spreads the rest.
-            weights = [popularity[i] * math.exp(-abs(level[i] - lvl)) for i in members[c]]
-            item_cdf[(lvl, c)] = (members[c], list(itertools.accumulate(weights)))
+        item_cdf = _item_cdf(members, level, popularity)
 
         products = [
             product(
@@ -194,8 +262,62 @@ class _Shop:
             for i in range(n_items)
         ]
         return cls(
-            category, price, successor, preferred, segment_level, category_cdf, item_cdf, products
+            category,
+            price,
+            successor,
+            preferred,
+            segment_level,
+            category_cdf,
+            [item_cdf],
+            products,
+            level,
+            popularity,
         )
+
+    def release(self, rng: np.random.Generator, n: int, ts: int, n_categories: int) -> list[int]:
+        """Put ``n`` new items on sale from ``ts``: their indexes.
+
+        A released item's successor is an older item of its category; nothing leads to
+        it but its category's draws, in which it sells well.
+        """
+        first = len(self.category)
+        for i in range(first, first + n):
+            c = int(rng.integers(n_categories))
+            lvl = int(rng.integers(len(PRICE_LEVELS)))
+            peers = [j for j in range(first) if self.category[j] == c]
+            self.category.append(c)
+            self.level.append(lvl)
+            self.popularity.append(NEW_ITEM_POPULARITY * float(rng.lognormal(0.0, 0.5)))
+            self.price.append(round(PRICE_LEVELS[lvl] * float(rng.lognormal(0.0, 0.25)), 2))
+            self.successor.append(peers[int(rng.integers(len(peers)))])
+            self.products.append(
+                product(
+                    _item(i),
+                    ts,
+                    title=f"Item {i}",
+                    category=[_category(c)],
+                    brand=f"brand{int(rng.integers(25))}",
+                    price=self.price[i],
+                    stock=int(rng.integers(1, 500)),
+                    margin=round(float(rng.uniform(0.05, 0.45)), 3),
+                    promo=None,
+                )
+            )
+        members = [[i for i, c in enumerate(self.category) if c == k] for k in range(n_categories)]
+        self.item_cdf.append(_item_cdf(members, self.level, self.popularity))
+        return list(range(first, first + n))
+
+
+def _item_cdf(
+    members: list[list[int]], level: list[int], popularity: list[float]
+) -> dict[tuple[int, int], tuple[list[int], list[float]]]:
+    """(items, cumulative weights) per (segment price level, category)."""
+    cdf = {}
+    for lvl, c in itertools.product(range(len(PRICE_LEVELS)), range(len(members))):
+        # Items near the segment's price level sell more; popularity spreads the rest.
+        weights = [popularity[i] * math.exp(-abs(level[i] - lvl)) for i in members[c]]
+        cdf[(lvl, c)] = (members[c], list(itertools.accumulate(weights)))
+    return cdf
 
 
 def _moved(rng: np.random.Generator, before: np.ndarray, n_categories: int) -> np.ndarray:
@@ -224,9 +346,14 @@ def _user_events(
     drift_ts: int | None,
     review_rate: float,
     price_drift: float | None = None,
+    window: tuple[int, int] | None = None,
 ) -> list[Event]:
+    """A user's purchases; ``window`` is (start, width) in ms from START_MS."""
     user_id = _user(u)
-    times, sessions = _timestamps(rng, n)
+    if window is None:
+        times, sessions = _timestamps(rng, n)
+    else:
+        times, sessions = _timestamps(rng, n, *window, joins=True)
     uniforms = rng.random((n, 5)).tolist()
     quantities = rng.geometric(0.7, size=n).tolist()
     lvl = shop.segment_level[segment]
@@ -240,7 +367,7 @@ def _user_events(
             item = shop.successor[prev]
         else:
             c = _draw(shop.category_cdf[phase][segment], u_cat)
-            items, cdf = shop.item_cdf[(lvl, c)]
+            items, cdf = shop.item_cdf[min(phase, len(shop.item_cdf) - 1)][(lvl, c)]
             item = items[_draw(cdf, u_item)]
         prev = item
         price = shop.price[item]
@@ -272,11 +399,16 @@ def _user_events(
     return events
 
 
-def _timestamps(rng: np.random.Generator, n: int) -> tuple[list[int], list[int]]:
-    """Event times grouped into sessions: sessions spread over the span, clicks minutes apart."""
+def _timestamps(
+    rng: np.random.Generator, n: int, offset: int = 0, width: int = SPAN_MS, joins: bool = False
+) -> tuple[list[int], list[int]]:
+    """Event times grouped into sessions: sessions spread over ``width`` ms from
+    ``offset``, clicks minutes apart; with ``joins`` the first session is at ``offset``."""
     n_sessions = 1 + int(rng.binomial(n - 1, SESSION_RATE))
     cuts = np.sort(rng.choice(np.arange(1, n), size=n_sessions - 1, replace=False))
-    starts = np.sort(rng.integers(0, SPAN_MS - 86_400_000, size=n_sessions))
+    starts = offset + np.sort(rng.integers(0, width - DAY_MS, size=n_sessions))
+    if joins:
+        starts[0] = offset
     session_of = np.searchsorted(cuts, np.arange(n), side="right")
     gaps = rng.exponential(CLICK_GAP_MS, size=n).astype(np.int64)
     times: list[int] = []

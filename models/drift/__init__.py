@@ -18,7 +18,15 @@ from models.drift.detectors import (
     hit_rate_monitor,
     score_monitor,
 )
-from models.drift.mix import KsConfig, KsMonitor, MixConfig, PsiMonitor, psi, share_monitor
+from models.drift.mix import (
+    KsConfig,
+    KsMonitor,
+    MixConfig,
+    PsiMonitor,
+    psi,
+    segment_mix_monitor,
+    share_monitor,
+)
 
 __all__ = [
     "Adwin",
@@ -38,5 +46,6 @@ __all__ = [
     "hit_rate_monitor",
     "psi",
     "score_monitor",
+    "segment_mix_monitor",
     "share_monitor",
 ]

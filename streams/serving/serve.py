@@ -289,8 +289,10 @@ class Serving:
         if recent:
             products = {i: v[0] for i, v in known.items()}
             await self._new_item_slot(answers, recent, recent_names, products, served, histories, k)
-        for a in answers:
-            metrics.RECOMMENDATIONS.labels(a.path).inc()
+        # One labelled increment per path and batch: a labels() lookup per answer costs
+        # as much as the rest of the bookkeeping.
+        for path, n in Counter(a.path for a in answers).items():
+            metrics.RECOMMENDATIONS.labels(path).inc(n)
         return answers
 
     async def _trending(

@@ -16,7 +16,7 @@ from models.datasets import (
     load,
     to_messages,
 )
-from models.datasets.synthetic import SPAN_MS, START_MS
+from models.datasets.synthetic import DAY_MS, SPAN_MS, START_MS
 
 
 @pytest.fixture(scope="module")
@@ -136,7 +136,17 @@ def test_load_by_name_with_limit(shop: SyntheticDataset) -> None:
 
 @pytest.mark.parametrize(
     "kwargs",
-    [{"events_per_user": (0, 3)}, {"n_items": 5}, {"drift_at": 1.0}, {"n_segments": 0}],
+    [
+        {"events_per_user": (0, 3)},
+        {"n_items": 5},
+        {"drift_at": 1.0},
+        {"n_segments": 0},
+        {"new_items": 10},
+        {"wave": 10},
+        {"drift_at": 0.5, "wave": -1},
+        {"active_days": 1},
+        {"active_days": 31},
+    ],
 )
 def test_rejects_bad_arguments(kwargs: dict) -> None:
     with pytest.raises(ValueError):
@@ -150,3 +160,59 @@ def test_records_round_trip_through_the_avro_contracts() -> None:
     names = {"product": "Product", "purchase": "Purchase", "review": "Review"}
     for kind, _, record in to_messages(dataset):
         assert codec.decode(names[kind], codec.encode(names[kind], record)) == record
+
+
+def _before(shop: SyntheticDataset) -> list:
+    assert shop.drift_ts is not None
+    return [e for e in shop.events if e[1]["ts"] < shop.drift_ts]
+
+
+def test_released_items_sell_only_from_the_drift_and_change_nothing_before() -> None:
+    plain = generate(n_users=400, drift_at=0.5, seed=3)
+    shop = generate(n_users=400, drift_at=0.5, seed=3, new_items=40)
+    assert shop.drift_ts is not None
+    assert _before(shop) == _before(plain)
+    assert shop.products[: len(plain.products)] == plain.products
+    released = set(shop.released)
+    assert len(released) == 40 and not released & {p["item_id"] for p in plain.products}
+    assert all(p["ts"] == shop.drift_ts for p in shop.products if p["item_id"] in released)
+    after = [r for k, r in shop.events if k == "purchase" and r["ts"] >= shop.drift_ts]
+    sold = [r for r in after if r["item_id"] in released]
+    assert 0.05 < len(sold) / len(after) < 0.5  # they sell well, but not alone
+    assert all(shop.item_category[i] in {f"c{c}" for c in range(10)} for i in released)
+
+
+def test_a_wave_of_users_from_the_smallest_segment_joins_at_the_drift() -> None:
+    plain = generate(n_users=400, drift_at=0.5, seed=3)
+    shop = generate(n_users=400, drift_at=0.5, seed=3, wave=100)
+    assert shop.drift_ts is not None
+    assert _before(shop) == _before(plain)
+    sizes = Counter(plain.segment_of.values())
+    assert shop.wave_segment == min(sizes, key=lambda k: sizes[k])
+    wave = {f"u{u}" for u in range(400, 500)}
+    assert {shop.segment_of[u] for u in wave} == {shop.wave_segment}
+    first: dict[str, int] = {}
+    for _, r in shop.events:
+        first.setdefault(r["user_id"], r["ts"])
+    assert set(first) >= wave
+    assert all(shop.drift_ts <= first[u] < shop.drift_ts + DAY_MS for u in wave)
+
+
+def test_without_shifting_categories_only_the_injected_drift_changes() -> None:
+    shop = generate(n_users=200, drift_at=0.5, seed=3, shift_categories=False, price_drift=1.2)
+    assert shop.segment_categories == shop.segment_categories_after_drift
+    assert "shift_categories=False" in shop.source
+
+
+def test_active_days_bound_each_users_shopping_and_steady_the_arrivals() -> None:
+    shop = generate(n_users=3000, seed=4, active_days=5)
+    times: dict[str, list[int]] = defaultdict(list)
+    for _, r in shop.events:
+        times[r["user_id"]].append(r["ts"])
+    assert all(max(t) - min(t) <= 5 * DAY_MS for t in times.values())
+    joined = Counter((min(t) - START_MS) // DAY_MS for t in times.values())
+    # Users join (buy for the first time) at a steady rate over the first 25 days: 120
+    # a day on average.
+    assert all(80 <= joined[d] <= 160 for d in range(25)), joined
+    assert sum(joined[d] for d in range(25, 30)) <= 10
+    assert "active_days=5" in shop.source

@@ -28,6 +28,16 @@ def test_adwin_alert_reports_the_level_now_and_before() -> None:
     assert monitor.n == 25_000
 
 
+def test_the_hit_rate_monitor_alerts_on_a_fall_and_not_on_a_rise() -> None:
+    rng = np.random.default_rng(4)
+    rise = np.concatenate([rng.random(20_000) < 0.05, rng.random(5_000) < 0.10])
+    fall = np.concatenate([rng.random(20_000) < 0.10, rng.random(5_000) < 0.05])
+    assert hit_rate_monitor().update_many(rise.astype(float).tolist()) == []
+    assert hit_rate_monitor().update_many(fall.astype(float).tolist())
+    both = Adwin("m", AdwinConfig(direction="both"))
+    assert both.update_many(rise.astype(float).tolist())
+
+
 def test_adwin_keeps_only_its_recent_buffer() -> None:
     monitor = Adwin("m", AdwinConfig(recent=64))
     monitor.update_many([0.5] * 10_000)

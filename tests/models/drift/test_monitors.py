@@ -19,6 +19,7 @@ from models.drift import (
     PsiMonitor,
     hit_rate_monitor,
     score_monitor,
+    segment_mix_monitor,
     share_monitor,
 )
 
@@ -79,7 +80,7 @@ KINDS = {
     "price_level": Kind(lambda: KsMonitor("price_level"), _prices, 1_250),
     "new_item_share": Kind(lambda: share_monitor("new_item_share"), _binary(0.05, 0.10), 2_000),
     "new_user_share": Kind(lambda: share_monitor("new_user_share"), _binary(0.10, 0.20), 1_000),
-    "segment_mix": Kind(lambda: PsiMonitor("segment_mix"), _segments, 2_500),
+    "segment_mix": Kind(segment_mix_monitor, _segments, 2_000),
 }
 
 
