@@ -29,7 +29,7 @@ from typing import Any
 from redis import asyncio as aioredis
 
 from models.drift.alerts import Alert, Debouncer
-from models.drift.detectors import Monitor, hit_rate_monitor, score_monitor
+from models.drift.detectors import Monitor, ScoreMonitor, hit_rate_monitor, score_monitor
 from models.drift.mix import KsMonitor, PsiMonitor, segment_mix_monitor, share_monitor
 from streams import keys, metrics
 from streams.evaluation import Verdict
@@ -123,6 +123,7 @@ class DriftWatch:
         self.clock = clock
         self.monitors = monitors()
         self._seen = 0
+        self._version: str | None = None
         self.debouncer = Debouncer(
             cooldown_events=settings.drift_cooldown_events, cooldown_s=0.0, clock=clock
         )
@@ -150,6 +151,14 @@ class DriftWatch:
 
     async def observe(self, seen: Observed, model_version: str) -> list[dict[str, Any]]:
         """Feed one batch; the DriftAlert records this worker should send."""
+        if model_version != self._version:
+            # A new model scores on its own scale: its first scores are the new reference.
+            # (A changed hit rate after a swap is news; a changed score scale is not.)
+            if self._version is not None:
+                score = self.monitors["score_distribution"]
+                assert isinstance(score, ScoreMonitor)
+                score.rebase()
+            self._version = model_version
         # A worker's first events are a start-up, not a reference: on an empty store every
         # item and user is new and the lists are poor, and those shares settle within
         # the first thousands of events.

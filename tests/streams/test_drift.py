@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import json
 import os
@@ -11,8 +12,10 @@ import zlib
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 import redis
+from redis import asyncio as aioredis
 
 from models.data import from_dataset
 from models.datasets import SyntheticDataset, generate
@@ -22,6 +25,7 @@ from models.sasrec import SASRec, SASRecConfig
 from models.split import leave_one_out
 from schemas.codec import Codec
 from streams import keys
+from streams.drift import DriftWatch, Observed
 from streams.probes import free_port
 from streams.serving.holder import ModelHolder, load_served
 from streams.settings import Settings
@@ -283,3 +287,30 @@ def test_a_model_trained_before_the_drift_sets_off_the_hit_rate_and_score_monito
     for monitor in ("online_hit_rate", "score_distribution", "new_items", "category_mix"):
         assert monitor in raised, raised
         assert raised[monitor] <= drift_at + DELAY_BOUND, (monitor, raised, drift_at)
+
+
+def test_the_score_monitor_takes_a_new_reference_when_the_model_changes(
+    redis_client: redis.Redis, redis_url: str
+) -> None:
+    rng = np.random.default_rng(5)
+    low, high = rng.normal(0.0, 1.0, 1500).tolist(), rng.normal(5.0, 1.0, 2000).tolist()
+
+    async def monitors_of(versions: list[str]) -> list[str]:
+        s = Settings(pseudonym_secret="s", redis_url=redis_url, drift_warmup_events=0)
+        client = aioredis.Redis.from_url(redis_url)
+        watch = DriftWatch(s, client)
+        raised: list[str] = []
+        try:
+            for version, scores in zip(versions, (low, high), strict=True):
+                for start in range(0, len(scores), 100):
+                    chunk = scores[start : start + 100]
+                    seen = Observed(scores=chunk, events=len(chunk))
+                    raised += [r["monitor"] for r in await watch.observe(seen, version)]
+        finally:
+            await client.aclose()
+        return raised
+
+    # The same model's scores jumping is drift; a new model's are a new reference.
+    assert "score_distribution" in asyncio.run(monitors_of(["v1", "v1"]))
+    redis_client.flushdb()
+    assert "score_distribution" not in asyncio.run(monitors_of(["v1", "v2"]))
