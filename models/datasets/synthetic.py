@@ -128,8 +128,8 @@ def generate(
     shop = _Shop.build(
         rng, n_items, n_categories, n_segments, drift_at is not None, shift_categories
     )
-    # The options draw from streams of their own, so that a shop without them is the
-    # same shop.
+    # Released items and the wave draw from streams of their own and leave the main
+    # stream's draws alone: before the drift, the shop is the same with or without them.
     released = []
     if drift_ts is not None and new_items:
         release_rng = np.random.default_rng([seed, 1])
