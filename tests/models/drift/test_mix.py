@@ -29,6 +29,34 @@ def test_psi_monitor_levels_and_unseen_categories() -> None:
     assert alerts and monitor.level == "alert" and alerts[-1].window == 400
 
 
+def test_psi_monitor_skips_before_its_reference() -> None:
+    monitor = PsiMonitor("m", MixConfig(reference=500, window=200, every=100, skip=300))
+    # What comes while the source settles is not the reference: "b" never enters it.
+    monitor.update_many(["b"] * 300 + ["a"] * 500)
+    assert monitor.categories == ["a", OTHER]
+    assert monitor.update_many(["a"] * 200) == [] and monitor.value == pytest.approx(0.0)
+
+
+def test_a_trailing_reference_lets_slow_wander_pass_and_catches_a_jump() -> None:
+    rng = np.random.default_rng(2)
+    config = MixConfig(reference=1000, window=500, every=100, lag=1000)
+
+    def stream(shares: np.ndarray) -> list:
+        return [int(rng.random() < p) for p in shares]
+
+    # The share of category 1 drifts from 0.2 to 0.6 over 40,000 observations.
+    wander = stream(np.linspace(0.2, 0.6, 40_000))
+    assert PsiMonitor("m", config).update_many(wander) == []
+    fixed = PsiMonitor("m", MixConfig(reference=1000, window=500, every=100))
+    assert fixed.update_many(wander)  # against the first reference it is an alarm
+    # A jump from 0.2 to 0.6 is flagged, and stops once the reference has caught up.
+    monitor = PsiMonitor("m", config)
+    jump = stream(np.full(5000, 0.2)) + stream(np.full(6000, 0.6))
+    fired = [i for i, x in enumerate(jump) if monitor.update(x) is not None]
+    assert fired and 5000 < fired[0] <= 5500
+    assert fired[-1] < 5000 + 500 + 1000 + 1000
+
+
 def test_psi_monitor_caps_its_categories() -> None:
     monitor = PsiMonitor(
         "item_mix", MixConfig(reference=5000, window=500, every=100, max_categories=10)
