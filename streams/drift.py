@@ -67,11 +67,18 @@ class Observed:
         answers: Sequence[Answer],
         verdicts: Sequence[Verdict],
         segment_of: dict[str, int],
+        version: str,
     ) -> Observed:
-        """The batch's observations but categories (`categorise` reads the catalog)."""
+        """The batch's observations but categories (`categorise` reads the catalog).
+
+        Scores are the serving ``version``'s only: a canary's or an A/B treatment's
+        are on another model's scale.
+        """
         seen = cls(events=len(records))
         seen.hits = [1.0 if v.hit else 0.0 for v in verdicts]
-        seen.scores = [a.model_top for a in answers if a.model_top is not None]
+        seen.scores = [
+            a.model_top for a in answers if a.model_top is not None and a.version == version
+        ]
         first: set[str] = set()
         for rec, is_purchase, ev, status, idx in zip(
             records, purchase, batch, result.statuses, result.item_index, strict=True

@@ -197,17 +197,20 @@ class Processor:
                     answers,
                     verdicts,
                     segment_of,
+                    self._serving_version(),
                 )
                 await seen.categorise(self.serving.products)
                 out.extend(await self._drift(seen))
         await self._flush_counts()
         return out
 
+    def _serving_version(self) -> str:
+        current = self.holder.current if self.holder is not None else None
+        return current.version if current is not None else BASELINE_VERSION
+
     async def _drift(self, seen: Observed) -> list[Output]:
         assert self.drift is not None
-        current = self.holder.current if self.holder is not None else None
-        version = current.version if current is not None else BASELINE_VERSION
-        records = await self.drift.observe(seen, version)
+        records = await self.drift.observe(seen, self._serving_version())
         self._count("drift_alerts", len(records))
         return self.emit.drift_alerts(records)
 

@@ -28,7 +28,9 @@ from streams import keys
 from streams.drift import DriftWatch, Observed
 from streams.probes import free_port
 from streams.serving.holder import ModelHolder, load_served
+from streams.serving.serve import Answer
 from streams.settings import Settings
+from streams.state.store import APPLIED, ApplyResult, Interaction
 from tests.streams.harness import (
     InProcess,
     Worker,
@@ -314,3 +316,17 @@ def test_the_score_monitor_takes_a_new_reference_when_the_model_changes(
     assert "score_distribution" in asyncio.run(monitors_of(["v1", "v1"]))
     redis_client.flushdb()
     assert "score_distribution" not in asyncio.run(monitors_of(["v1", "v2"]))
+
+
+def test_the_score_monitor_sees_only_the_serving_models_scores() -> None:
+    batch = [Interaction(f"u{i}", b"h%d" % i, "i1", 1, "purchases:0", i) for i in range(3)]
+    result = ApplyResult([APPLIED] * 3, [1, 1, 1], {f"u{i}": np.array([]) for i in range(3)})
+    answers = [
+        Answer([], "sasrec-2", "model", 3.0),
+        Answer([], "sasrec-3", "model", 9.0),  # a canary's or a treatment's
+        Answer([], "sasrec-2", "trending", None),
+    ]
+    records = [{"item_id": "i1", "price": 2.0}] * 3
+    seen = Observed.of_batch(records, [True] * 3, batch, result, answers, [], {}, "sasrec-2")
+    assert seen.scores == [3.0]
+    assert seen.prices == [2.0, 2.0, 2.0] and seen.new_users == [1.0, 1.0, 1.0]
