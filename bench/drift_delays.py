@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import redis
 
 from bench.common import RESULTS, cpu_description
 from models.datasets import generate
@@ -120,8 +121,6 @@ def worker_level(seeds: Sequence[int]) -> dict[str, Any]:
 
 
 def _flush(url: str) -> None:
-    import redis
-
     client = redis.Redis.from_url(url)
     client.flushdb()
     client.close()

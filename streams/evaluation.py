@@ -65,9 +65,9 @@ class Step:
         item_id: str,
         ts_s: int,
         judge: bool,
-        answer: Answer | None = None,
-        arm_of: Callable[[str], str] | None = None,
-        segment: int | None = None,
+        answer: Answer | None,
+        arm_of: Callable[[str], str],
+        segment: int | None,
     ) -> None:
         self.uid, self.item_id, self.ts_s, self.judge = uid, item_id, ts_s, judge
         self._answer = answer if answer is not None and answer.items else None
@@ -83,8 +83,8 @@ class Step:
     def shown(self) -> Shown | None:
         answer = self._answer
         if self._shown is None and answer is not None:
-            arm = self._arm_of(self.uid) if self._arm_of is not None else "control"
             items = tuple([i.item_id for i in answer.items])
+            arm = self._arm_of(self.uid)
             self._shown = Shown(self.ts_s, answer.version, arm, self._segment, items)
         return self._shown
 

@@ -249,6 +249,8 @@ class ScoreMonitor(_Detector):
             raise ValueError(f"reference must be positive, got {reference}")
         if not 0.0 <= min_effect < 0.5:
             raise ValueError(f"min_effect must lie in [0, 0.5), got {min_effect}")
+        if confirm < 1:
+            raise ValueError(f"confirm must be positive, got {confirm}")
         self.name = name
         self.reference = reference
         self.min_effect = min_effect
