@@ -17,6 +17,8 @@ import argparse
 import itertools
 import json
 import multiprocessing as mp
+import signal
+import sys
 import time
 from collections.abc import Mapping
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -77,6 +79,15 @@ def trial(dataset: str, model: str, settings: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def _die_with_parent() -> None:
+    """Worker initialiser: a killed sweep must not leave its trainings running (Linux)."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        pr_set_pdeathsig = 1
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("dataset")
@@ -92,7 +103,9 @@ def main(argv: list[str] | None = None) -> None:
     log = args.out / f"tune-{args.model}-{args.dataset}.jsonl"
     results = []
     # spawn: a forked child cannot use CUDA once the parent touched it
-    with ProcessPoolExecutor(args.workers, mp_context=mp.get_context("spawn")) as pool:
+    with ProcessPoolExecutor(
+        args.workers, mp_context=mp.get_context("spawn"), initializer=_die_with_parent
+    ) as pool:
         futures = [pool.submit(trial, args.dataset, args.model, r) for r in runs]
         for future in as_completed(futures):
             row = future.result()

@@ -46,6 +46,7 @@ class Batch(NamedTuple):
     ids: torch.Tensor  # [B, L] left-padded input items
     times: torch.Tensor  # [B, L] epoch ms
     targets: torch.Tensor  # [B, L] item to predict at each position, 0 = none
+    target_times: torch.Tensor | None = None  # [B, L] epoch ms of each target, when kept
 
 
 class SequenceNet(nn.Module):
@@ -165,7 +166,8 @@ class SequenceRecommender(ABC):
         Most rows of sparse data are mostly padding; grouping rows by length inside
         shuffled chunks cuts the padding the transformer would attend over.
         """
-        ids, times, targets = rows
+        ids, times, targets = rows[:3]
+        target_times = rows[3] if len(rows) > 3 else None
         lengths = (ids > 0).sum(1)
         size = self.config.batch_size
         order = rng.permutation(len(ids))
@@ -183,6 +185,9 @@ class SequenceRecommender(ABC):
                 torch.from_numpy(ids[index, -width:]).to(device),
                 torch.from_numpy(times[index, -width:]).to(device),
                 torch.from_numpy(targets[index, -width:]).to(device),
+                None
+                if target_times is None
+                else torch.from_numpy(target_times[index, -width:]).to(device),
             )
 
     @torch.no_grad()

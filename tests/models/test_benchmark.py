@@ -38,6 +38,24 @@ def test_run_reports_every_model_and_its_costs(eventlog: Path, tmp_path: Path) -
     flat = json.loads(js.read_text())
     assert flat["dataset"] == "synthetic" and "sasrec:NDCG@10" in flat
     assert "cores" in flat["machine"]
+    assert 1 <= flat["sasrec:best_epoch"] <= flat["sasrec:epochs"] == 2
+    assert 0 < flat["sasrec:best_s"] <= flat["sasrec:train_s"]
+    assert "most-popular:best_s" not in flat
+
+
+def test_sasrec_learns_a_horizon_on_temporal_splits_only(eventlog: Path) -> None:
+    from models.benchmark import MODELS, TEMPORAL_HORIZON_DAYS
+    from models.data import from_dataset
+    from models.datasets import load
+    from models.split import make_split
+
+    data = from_dataset(load(str(eventlog)))
+    temporal, loo = make_split(data, "temporal"), make_split(data, "leave-one-out")
+    build = MODELS["sasrec"]
+    assert build(temporal, {}).config.horizon_days == TEMPORAL_HORIZON_DAYS  # type: ignore[attr-defined]
+    assert build(loo, {}).config.horizon_days is None  # type: ignore[attr-defined]
+    assert build(temporal, {"horizon_days": 2.0}).config.horizon_days == 2.0  # type: ignore[attr-defined]
+    assert build(temporal, {"loss": "bce"}).config.horizon_days is None  # type: ignore[attr-defined]
 
 
 def test_unknown_models_and_bad_overrides_are_named(eventlog: Path) -> None:

@@ -61,6 +61,31 @@ def test_bert4rec_learns_the_planted_successors(split: Split) -> None:
     assert ndcg(model, split) > 1.25 * ndcg(Popularity().fit(split.train), split)
 
 
+def test_horizon_loss_is_next_item_loss_when_nothing_else_is_near() -> None:
+    torch = pytest.importorskip("torch")
+    from models.sasrec import SASRecNet
+    from models.train import Batch
+
+    day = 86_400_000
+    ids = torch.tensor([[0, 2, 3, 4, 5], [1, 2, 3, 4, 5]])
+    spread = torch.tensor(
+        [[0, 0, 10 * day, 20 * day, 30 * day], [0, day, 2 * day, 3 * day, 4 * day]]
+    )
+    batch = Batch(ids[:, :-1], spread[:, :-1], ids[:, 1:], spread[:, 1:])
+    torch.manual_seed(0)
+    plain = SASRecNet(SASRecConfig(hidden=16, features=()), 8, 0).eval()
+    window = SASRecNet(SASRecConfig(hidden=16, features=(), horizon_days=0.5), 8, 0).eval()
+    window.load_state_dict(plain.state_dict())
+    assert window.loss(batch).item() == pytest.approx(plain.loss(batch).item(), rel=1e-5)
+    # one basket: every later item of it is a target of each position, so the loss changes
+    basket = Batch(
+        ids[:, :-1], torch.zeros_like(ids[:, :-1]), ids[:, 1:], torch.zeros_like(ids[:, 1:])
+    )
+    assert window.loss(basket).item() != pytest.approx(plain.loss(basket).item(), rel=1e-3)
+    with pytest.raises(ValueError, match="horizon_days"):
+        SASRecConfig(loss="bce", horizon_days=7.0)
+
+
 def test_side_features_train_and_score(split: Split) -> None:
     config = SASRecConfig(features=("category", "price", "timegap"), **{**FAST, "epochs": 2})  # type: ignore[arg-type]
     scores = SASRec(config).fit(split.train).score(split.test.inputs)
