@@ -51,11 +51,11 @@ class SASRecNet(SequenceNet):
 
     def loss(self, batch: Batch) -> torch.Tensor:
         hidden = self.encoder(batch.ids, batch.times)  # [B, L, d]
+        items = self.encoder.items()  # [n_items + 1, d]
+        if self.config.horizon_days is not None:  # only with "ce" (checked by the config)
+            return self._window_loss(hidden, batch, items)
         where = batch.targets > 0
         h, targets = hidden[where], batch.targets[where]  # [N, d], [N]
-        items = self.encoder.items()  # [n_items + 1, d]
-        if self.config.loss == "ce" and self.config.horizon_days is not None:
-            return self._window_loss(hidden, batch, items)
         if self.config.loss == "ce":
             logits = h @ items[1:].T  # [N, n_items]: padding is never a target
             return F.cross_entropy(logits, targets - 1)
