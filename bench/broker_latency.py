@@ -27,9 +27,16 @@ from streams.topics import ensure_topics
 WINDOW_S = 5
 
 
-async def measure(rate: float, seconds: float, partitions: int = 4) -> dict[str, object]:
+async def measure(
+    rate: float,
+    seconds: float,
+    partitions: int = 4,
+    bootstrap_servers: str | None = None,
+    redis_url: str | None = None,
+) -> dict[str, object]:
+    """The configured broker when given, else an embedded one started for the run."""
     n = int(rate * seconds)
-    async with EmbeddedStack(None, None) as stack:
+    async with EmbeddedStack(bootstrap_servers, redis_url) as stack:
         bootstrap = stack.bootstrap_servers
         topic = f"broker-latency-{uuid.uuid4().hex[:8]}"
         await ensure_topics(bootstrap, {topic: partitions})

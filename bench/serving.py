@@ -12,6 +12,10 @@ items) and its purchases in time order:
 (e) the worker's HTTP API: `GET /users/{id}/recommendations` at an offered 200
     requests/s, users drawn from those streamed in, while the worker idles.
 
+Before them, the broker alone (`bench.broker_latency`, no worker) at the same offered
+rate as (d): machines differ several-fold in the embedded broker's tail, so (d) means
+little without the broker's own p99 from the same run.
+
 The model is trained for one epoch: its quality is beside the point here, its cost
 (same shapes as the tuned one) is not.
 """
@@ -30,6 +34,7 @@ from typing import Any
 
 import numpy as np
 
+from bench import broker_latency
 from bench.backbone import through
 from bench.common import (
     Child,
@@ -72,6 +77,7 @@ class Options:
     http_events: int = 5_000  # purchases streamed before the HTTP run
     dataset: str = "toys"
     throughput: bool = True  # (a)-(c); False runs the latency part alone
+    broker_seconds: float = 30.0  # the broker alone, for scale; 0 skips it
     keep_logs: bool = False  # leave the workers' logs in the temporary directory
 
 
@@ -88,7 +94,7 @@ def train(dataset: Any, registry: Registry, name: str) -> tuple[ModelVersion, Mo
     return first, second
 
 
-async def _catalog(s: Settings, products: list[dict[str, Any]]) -> None:
+async def catalog(s: Settings, products: list[dict[str, Any]]) -> None:
     codec = Codec(s.wire_format)
     msgs = list(encoded((("product", p["item_id"], p) for p in products), s, codec))
     await publish(s.kafka_bootstrap_servers or "", msgs, progress=False)
@@ -106,7 +112,7 @@ async def _path(
     s = fresh_settings(base, tag(label)).model_copy(update=update)
     try:
         await create_topics(s)
-        await _catalog(s, products)
+        await catalog(s, products)
         if version is not None:
             await announce(version, s)
         args = [sys.executable, "-m", "streams.cli", "--loglevel", "warning", "worker"]
@@ -127,6 +133,16 @@ async def run(opts: Options | None = None, results_dir: Path | None = None) -> d
     logs = Path(tempfile.mkdtemp(prefix="reco-bench-serving-"))
     registry = Registry(logs / "registry")
     out: dict[str, Any] = {"dataset": f"{ds.name}: {len(ds.products):,} items"}
+    if opts.broker_seconds > 0:
+        log("broker alone ...")
+        broker = await broker_latency.measure(
+            opts.latency.rate,
+            opts.broker_seconds,
+            bootstrap_servers=base.kafka_bootstrap_servers,
+            redis_url=base.redis_url,
+        )
+        out["broker_p50_ms"] = broker["p50_ms"]
+        out["broker_p99_ms"] = broker["p99_ms"]
     began = time.perf_counter()
     first, second = train(ds, registry, base.model_name)
     out["train_one_epoch_s"] = time.perf_counter() - began
@@ -163,7 +179,7 @@ async def run(opts: Options | None = None, results_dir: Path | None = None) -> d
             log(f"{label} done in {time.perf_counter() - t0:.0f}s")
 
         async def prepare(s: Settings) -> None:
-            await _catalog(s, ds.products)
+            await catalog(s, ds.products)
             await announce(first, s)
 
         async def swap(s: Settings) -> None:
@@ -231,7 +247,7 @@ async def http(
     codec = Codec(s.wire_format)
     try:
         await create_topics(s)
-        await _catalog(s, products)
+        await catalog(s, products)
         await announce(version, s)
         msgs = list(encoded((("purchase", r["user_id"], r) for r in records), s, codec))
         await publish(s.kafka_bootstrap_servers or "", msgs, progress=False)
@@ -316,6 +332,17 @@ def markdown(r: dict[str, Any]) -> str:
         (f"(e) HTTP p99 at {r['e_http_offered_per_s']:.0f} requests/s, ms",
          f"{r['e_http_p99_ms']:.1f}", f"<= {TARGET_HTTP_P99_MS:.0f}", met(r["target_e_met"])),
     ]  # fmt: skip
+    if "broker_p99_ms" in r:
+        rate = r["d_offered_events_per_s"]
+        rows.insert(
+            7,
+            (
+                f"the broker alone, p99 at {rate:,.0f} records/s, ms",
+                f"{r['broker_p99_ms']:.1f}",
+                "",
+                "",
+            ),
+        )
     lines = ["| figure | value | target | met |", "|---|---:|---|---|"]
     lines += [f"| {a} | {b} | {c} | {d} |" for a, b, c, d in rows]
     return "\n".join(lines)
