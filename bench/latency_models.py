@@ -49,17 +49,16 @@ async def run(labels: list[str], opts: LatencyOptions, dataset: str = "toys") ->
         model = SASRec(SASRecConfig(epochs=1, progress=False, hidden=width)).fit(split.train)
         versions[width] = registry.publish(model.to_checkpoint({"epochs": 1.0}), base.model_name)
     # product_cache_s as in bench.serving: the catalogue is static during a run.
-    served = {"model_registry": str(registry.root), "wait_for_model_s": 120.0}
-    plain = {"follow_models": False, "product_cache_s": 5.0}
+    every = {"product_cache_s": 5.0}
+    served = {**every, "model_registry": str(registry.root), "wait_for_model_s": 120.0}
+    plain = {**every, "follow_models": False}
     out: dict[str, Any] = {"dataset": f"{ds.name}: {len(ds.products):,} items"}
     async with EmbeddedStack(base.kafka_bootstrap_servers, base.redis_url) as stack:
         base, header = await on_stack(base, stack)
         out.update(header)
         for n, label in enumerate(labels, 1):
             version = None if label == BASELINE else versions[int(label)]
-            s = base.model_copy(
-                update=plain if version is None else {**served, "product_cache_s": 5.0}
-            )
+            s = base.model_copy(update=plain if version is None else served)
 
             async def prepare(s: Settings, version: ModelVersion | None = version) -> None:
                 await catalog(s, ds.products)
