@@ -92,6 +92,15 @@ def edge(uid: str) -> str:
     return f"u:{{{uid}}}:edge"
 
 
+def segment_move(uid: str) -> str:
+    """The segment a user last left and the event that moved them: ``"<old>|<event>"``.
+
+    Kept a day, so that a redelivered event re-announces a move whose SegmentChange
+    may not have been delivered (the segment itself was already written).
+    """
+    return f"u:{{{uid}}}:segmv"
+
+
 def user_keys(uid: str) -> tuple[str, ...]:
     """All keys that hold data of one user: what an erasure deletes."""
     return (
@@ -101,6 +110,7 @@ def user_keys(uid: str) -> tuple[str, ...]:
         wishlist(uid),
         subscriptions(uid),
         segment(uid),
+        segment_move(uid),
         last_recommendation(uid),
     )
 

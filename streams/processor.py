@@ -258,8 +258,16 @@ class Processor:
             if status == APPLIED and ev.uid not in withdrawn
         ]
         users = {u: h for u, h in finals.items() if u not in withdrawn}
+        placing: dict[str, str] = {}
+        replayed: dict[str, list[str]] = {}
+        for ev, status in zip(batch, result.statuses, strict=True):
+            if status in (APPLIED, REDELIVERED):
+                placing[ev.uid] = ev.event_hash.hex()
+            if status == REDELIVERED:
+                replayed.setdefault(ev.uid, []).append(ev.event_hash.hex())
+        sources = {u: (placing[u], replayed.get(u, ())) for u in users if u in placing}
         with metrics.SEGMENT_SECONDS.time():
-            moves = await self.segmenter.update(users, events)
+            moves = await self.segmenter.update(users, events, sources)
         metrics.SEGMENT_UPDATES.inc(len(moves))
         self._count("segment_updates", len(moves))
         return moves

@@ -159,10 +159,13 @@ class Segmenter:
         self,
         histories: Mapping[str, tuple[Sequence[int], Sequence[int]]],
         events: Sequence[tuple[str, int, int]],
+        sources: Mapping[str, tuple[str, Sequence[str]]] | None = None,
     ) -> list[Change]:
         """One online update per user from their history (items, times in seconds).
 
-        ``events`` are the batch's applied (user, item index, ts) for segment trending.
+        ``events`` are the batch's applied (user, item index, ts) for segment trending;
+        ``sources`` the event that places each user and their redelivered ones
+        (``SegmentStore.merge``).
         """
         uids = list(histories)
         if not uids:
@@ -182,7 +185,7 @@ class Segmenter:
         learnt = [km.learn_predict(row) for row in x]
         seg_of = {u: s for u, (s, _) in zip(uids, learnt, strict=True)}
         return await self._merge(
-            uids, learnt, [(seg_of[u], i, t) for u, i, t in events if u in seg_of]
+            uids, learnt, [(seg_of[u], i, t) for u, i, t in events if u in seg_of], sources
         )
 
     async def _merge(
@@ -190,6 +193,7 @@ class Segmenter:
         uids: Sequence[str],
         assigned: Sequence[tuple[int, float]],
         trending: Sequence[tuple[int, int, int]],
+        sources: Mapping[str, tuple[str, Sequence[str]]] | None = None,
     ) -> list[Change]:
         km = self.km
         assert km is not None
@@ -201,6 +205,7 @@ class Segmenter:
             counts,
             [(u, s) for u, (s, _) in zip(uids, assigned, strict=True)],
             trending,
+            sources,
         )
         if merged.stale:
             # Reseeded by someone else (or deleted): start again from what is there.

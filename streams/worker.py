@@ -35,6 +35,7 @@ Handler = Callable[[Sequence[Message]], Awaitable[list[Output]]]
 _TRANSIENT = (RedisError, OSError, ServiceError, asyncio.TimeoutError)
 _MAX_BACKOFF_S = 5.0
 _SLOW_BATCH_S = 0.1  # a batch slower than this is logged with its size and split
+_DRAIN_S = 10.0  # how long a stopping worker gives its current batch to finish
 
 
 class _ConsumerThread(faust_kafka.AIOKafkaConsumerThread):
@@ -200,37 +201,40 @@ def create_app(settings: Settings, bootstrap: str, redis_url: str) -> faust.App:
             settings.batch_size, within=settings.batch_within_s
         )
         async for events in batches:
-            msgs = [
-                Message(
-                    e.message.topic,
-                    e.message.partition,
-                    e.message.offset,
-                    e.message.key,
-                    e.message.value,
-                )
-                for e in events
-            ]
-            started = time.perf_counter()
-            outputs = await process_batch(proc, handler, msgs)
-            processed = time.perf_counter()
-            await send(outputs)
-            sent = time.perf_counter()
-            metrics.BATCH_SECONDS.labels(agent).observe(sent - started)
-            metrics.EVENTS.labels(agent).inc(len(msgs))
-            counted["events"] += len(msgs)
-            # Broker timestamp (produce or log-append time) to delivered output.
-            now = time.time()
-            for e in events:
-                if e.message.timestamp:
-                    metrics.EVENT_LATENCY.labels(agent).observe(max(0.0, now - e.message.timestamp))
-            if sent - started > _SLOW_BATCH_S:
-                log.warning(
-                    "slow %s batch: %d events, %.0f ms processing, %.0f ms producing",
-                    agent,
-                    len(msgs),
-                    1000 * (processed - started),
-                    1000 * (sent - processed),
-                )
+            await finish_or_withhold(events, handle(events, proc, handler, agent))
+
+    async def handle(events: Sequence[Any], proc: Processor, handler: Handler, agent: str) -> None:
+        msgs = [
+            Message(
+                e.message.topic,
+                e.message.partition,
+                e.message.offset,
+                e.message.key,
+                e.message.value,
+            )
+            for e in events
+        ]
+        started = time.perf_counter()
+        outputs = await process_batch(proc, handler, msgs)
+        processed = time.perf_counter()
+        await send(outputs)
+        sent = time.perf_counter()
+        metrics.BATCH_SECONDS.labels(agent).observe(sent - started)
+        metrics.EVENTS.labels(agent).inc(len(msgs))
+        counted["events"] += len(msgs)
+        # Broker timestamp (produce or log-append time) to delivered output.
+        now = time.time()
+        for e in events:
+            if e.message.timestamp:
+                metrics.EVENT_LATENCY.labels(agent).observe(max(0.0, now - e.message.timestamp))
+        if sent - started > _SLOW_BATCH_S:
+            log.warning(
+                "slow %s batch: %d events, %.0f ms processing, %.0f ms producing",
+                agent,
+                len(msgs),
+                1000 * (processed - started),
+                1000 * (sent - processed),
+            )
 
     def raw_topic(*names: str) -> faust.types.TopicT:
         return app.topic(
@@ -253,6 +257,37 @@ def create_app(settings: Settings, bootstrap: str, redis_url: str) -> faust.App:
         await run(stream, lambda p: p.preferences, "preferences")
 
     return app
+
+
+async def finish_or_withhold(events: Sequence[Any], work: Awaitable[None]) -> None:
+    """Run one batch to its end even when the agent is stopped midway.
+
+    faust-streaming's ``take_events`` acks the batch it yielded however the loop body
+    ends, cancellation included, and Faust stops an agent by cancelling it. A batch cut
+    short after its Redis update but before its outputs were delivered would then be
+    committed and lost. So a stopping worker lets the batch finish (for at most
+    ``_DRAIN_S``), and a batch that still did not finish keeps its offsets uncommitted:
+    its messages are marked as acked already, which makes take_events' acks no-ops, so
+    the consumer never records them and the next owner of the partition gets them again.
+    """
+    task = asyncio.ensure_future(work)
+    try:
+        await asyncio.shield(task)
+    except BaseException:
+        try:
+            if not task.done():
+                log.info("stopping mid-batch: finishing its %d events first", len(events))
+                await asyncio.wait({task}, timeout=_DRAIN_S)
+        finally:
+            if not task.done() or task.cancelled() or task.exception() is not None:
+                task.cancel()
+                for e in events:
+                    e.message.acked = True
+                log.error(
+                    "batch of %d events not finished; left uncommitted for redelivery",
+                    len(events),
+                )
+        raise
 
 
 async def process_batch(proc: Processor, handler: Handler, msgs: Sequence[Message]) -> list[Output]:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from importlib import resources
 from typing import Any
@@ -30,9 +30,15 @@ def _text(value: Any) -> str:
 
 
 class SegmentStore:
-    def __init__(self, redis: aioredis.Redis, trending_tau_s: float = 7 * 86_400) -> None:
+    def __init__(
+        self,
+        redis: aioredis.Redis,
+        trending_tau_s: float = 7 * 86_400,
+        move_memory_s: int = 86_400,
+    ) -> None:
         self.redis = redis
         self.trending_tau_s = trending_tau_s
+        self.move_memory_s = move_memory_s
         script = resources.files("streams.state").joinpath("segment_update.lua").read_text()
         self._update = redis.register_script(script)
 
@@ -68,11 +74,16 @@ class SegmentStore:
         counts: np.ndarray,
         assignments: Sequence[tuple[str, int]],
         trending: Sequence[tuple[int, int, int]],
+        events: Mapping[str, tuple[str, Sequence[str]]] | None = None,
     ) -> Merged:
         """Add a batch's centroid shifts, write segments, feed segment trending (one call).
 
         ``trending`` holds (segment, item index, ts seconds) per applied event.
+        ``events`` names, per user, the batch event that places them and the batch's
+        redelivered events of that user (event hashes in hex): a move made by one of
+        those comes back in ``previous`` as if it were made now (see the script).
         """
+        events = events or {}
         argv: list[Any] = [
             version,
             json.dumps(shifts.tolist()),
@@ -80,9 +91,11 @@ class SegmentStore:
             len(assignments),
             len(trending),
             self.trending_tau_s,
+            self.move_memory_s,
         ]
         for uid, seg in assignments:
-            argv += [uid, seg]
+            event, replayed = events.get(uid, ("", ()))
+            argv += [uid, seg, event, ",".join(replayed)]
         for seg, item, ts in trending:
             argv += [seg, item, ts]
         first, second = await self._update(

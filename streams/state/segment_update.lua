@@ -5,12 +5,19 @@
 -- ARGV: 1 model version the worker learnt on  2 centroid shifts (JSON [k][dim])
 --       3 update counts (JSON [k])  4 number of users  5 number of trending events
 --       6 trending time constant (seconds)
---       then 2 values per user: pseudonym, segment
+--       7 how long a user's last move is remembered (seconds)
+--       then 4 values per user: pseudonym, segment, the event that places them ('' for
+--       declared interests), and their redelivered events in this batch (comma-separated)
 --       then 3 values per trending event: segment, item index, ts (unix seconds)
 --
 -- Several workers learn on copies of the model at once. Each sends the shift it made
 -- to each centroid, and the shifts are added here: an update made on a copy a batch
 -- old differs from the sequential one only by the product of two learning steps.
+--
+-- A move is remembered with the event that made it. Redis is written before the
+-- SegmentChange is produced, so a worker that dies in between leaves a move that no
+-- one heard of; when that event is redelivered, the user no longer moves, and the
+-- remembered move is returned as the previous segment so that it is announced again.
 --
 -- A user's segment is written only while their sequence or declared preferences
 -- exist, so an erasure that raced the batch is not undone. Returns {model JSON, previous segment per user ('' for
@@ -39,28 +46,43 @@ if moved then
 end
 
 local n_users, n_trend, tau = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])
+local memory = tonumber(ARGV[7])
 local olds = {}
-local base = 7
+local base = 8
 for u = 0, n_users - 1 do
-  local uid, seg = ARGV[base + 2 * u], ARGV[base + 2 * u + 1]
+  local at = base + 4 * u
+  local uid, seg, event, replayed = ARGV[at], ARGV[at + 1], ARGV[at + 2], ARGV[at + 3]
   local key = 'u:{' .. uid .. '}:seg'
   local tag = 'u:{' .. uid .. '}:'
   if redis.call('EXISTS', tag .. 'seq', tag .. 'wish', tag .. 'subs') == 0 then
     olds[u + 1] = '-'
   else
     local old = redis.call('GET', key) or ''
+    olds[u + 1] = old
     if old ~= seg then
       redis.call('SET', key, seg)
       if old ~= '' then redis.call('HINCRBY', KEYS[2], old, -1) end
       redis.call('HINCRBY', KEYS[2], seg, 1)
+      if event ~= '' then
+        redis.call('SET', tag .. 'segmv', old .. '|' .. event, 'EX', memory)
+      else
+        redis.call('DEL', tag .. 'segmv')
+      end
+    elseif replayed ~= '' then
+      local last = redis.call('GET', tag .. 'segmv')
+      if last then
+        local prev, mover = string.match(last, '^([^|]*)|(.*)$')
+        if mover and string.find(',' .. replayed .. ',', ',' .. mover .. ',', 1, true) then
+          olds[u + 1] = prev
+        end
+      end
     end
-    olds[u + 1] = old
   end
 end
 
 -- Same decay as the global trending set (see apply_interactions.lua), with its own
 -- epoch so that rescaling every segment's set stays inside this script.
-base = base + 2 * n_users
+base = base + 4 * n_users
 if n_trend > 0 then
   local newest = 0
   for e = 0, n_trend - 1 do

@@ -209,10 +209,12 @@ def logical_snapshot(client: redis.Redis) -> dict[str, Any]:
         k = key.decode()
         if key in OPERATIONAL_KEYS or k in (keys.ITEM_IDS, keys.ITEM_INDEX, keys.ITEM_NEXT):
             continue
-        if k.startswith(("seg:", "eval", "exposure", "drift:")) or k.endswith((":seg", ":rec")):
-            # Online K-means, the lists shown (hence the online evaluation) and drift
-            # statistics depend on how batches are cut and interleave across partitions:
-            # two correct runs agree on the events, not on these.
+        per_batch = k.endswith((":seg", ":segmv", ":rec"))
+        if k.startswith(("seg:", "eval", "exposure", "drift:")) or per_batch:
+            # Online K-means (and which event moved a user), the lists shown (hence the
+            # online evaluation) and drift statistics depend on how batches are cut and
+            # interleave across partitions: two correct runs agree on the events, not on
+            # these.
             continue
         if k.endswith(":seq"):
             arr = decode_sequence(get_bytes(client, key))

@@ -16,11 +16,19 @@ import redis
 
 from models.datasets import generate
 from schemas.codec import Codec
+from streams import keys
 from streams.probes import free_port
 from streams.processor import Message, Output, Processor
 from streams.settings import Settings
 from streams.worker import process_batch
-from tests.streams.harness import Worker, consume, make_settings, publish_records
+from tests.streams.harness import (
+    Worker,
+    consume,
+    make_settings,
+    publish_records,
+    stat,
+    wait_for,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -86,9 +94,13 @@ def test_redis_outage_loses_no_event(
         args=(s, [("purchase", r["user_id"], r) for r in events]),
         kwargs={"rate": len(events) / 12},
     )
+    control = redis.Redis.from_url(own_redis.url)
     try:
+        # The outage must find the worker running, not starting (that path fails fast).
+        wait_for(lambda: control.hlen(keys.WORKERS) > 0, 60, "worker up", worker)
         publisher.start()
-        time.sleep(5)
+        wait_for(lambda: stat(control, "applied") > 0, 60, "first events applied", worker)
+        time.sleep(1)
         own_redis.stop()
         time.sleep(4)
         worker.assert_alive()
@@ -107,6 +119,51 @@ def test_redis_outage_loses_no_event(
     finally:
         worker.stop()
     assert "retrying" in (tmp_path / "worker.log").read_text()
+
+
+def test_a_worker_stopped_mid_batch_loses_none_of_it(
+    kafka_bootstrap: str, own_redis: OwnRedis, tmp_path: Path
+) -> None:
+    # Faust stops an agent by cancelling it, and take_events acks the batch in hand
+    # however it ends: the batch must be finished, or left for the next worker.
+    s = make_settings(kafka_bootstrap, own_redis.url)
+    ds = generate(n_users=200, n_items=100, events_per_user=(10, 20), seed=5)
+    events = [r for kind, r in ds.events if kind == "purchase"]
+    first = Worker(s, tmp_path / "first.log")
+    publisher = threading.Thread(
+        target=publish_records,
+        args=(s, [("purchase", r["user_id"], r) for r in events]),
+        kwargs={"rate": len(events) / 10},
+    )
+    control = redis.Redis.from_url(own_redis.url)
+    wait_for(lambda: control.hlen(keys.WORKERS) > 0, 60, "worker up", first)
+    publisher.start()
+    try:
+        wait_for(lambda: stat(control, "applied") > 0, 60, "first events applied", first)
+        time.sleep(1)
+        # Every Redis call blocks for 2.5 s, so the stop lands in the middle of a batch.
+        control.execute_command("CLIENT", "PAUSE", 2500, "ALL")
+        time.sleep(0.5)
+        first.stop()
+    finally:
+        first.stop()
+    assert "stopping mid-batch" in (tmp_path / "first.log").read_text()
+    second = Worker(s, tmp_path / "second.log")
+    try:
+        publisher.join(60)
+        codec = Codec()
+        wanted = {r["event_id"] for r in events}
+
+        def covered(records: list[Any]) -> bool:
+            causes = {codec.decode("Recommendation", r.value)["cause_event_id"] for r in records}
+            return causes >= wanted
+
+        recs = consume(s, s.topic_recommendations, 0, 120, until=covered)
+        causes = {codec.decode("Recommendation", r.value)["cause_event_id"] for r in recs}
+        assert not wanted - causes, f"{len(wanted - causes)} purchases never answered"
+        second.assert_alive()
+    finally:
+        second.stop()
 
 
 def test_a_message_that_breaks_processing_is_dead_lettered_alone(

@@ -151,6 +151,38 @@ def test_a_restarted_worker_continues_the_shared_model(
     assert adjusted_rand_score(truth, found) >= 0.8
 
 
+def test_a_move_whose_change_was_lost_is_announced_again_on_redelivery(
+    workers: list[InProcess], redis_client: redis.Redis, settings: Settings, shop: SyntheticDataset
+) -> None:
+    events = purchases(shop)
+    half = len(events) // 2
+    stream(workers, events[:half])
+    w = workers[0]
+    batch = [e for e in events[half:] if owner(e["user_id"]) == 0][:300]
+    committed = w.offset
+    # Redis is written, then the worker dies before producing: these are never delivered.
+    lost = w.changes(w.send(settings.topic_purchases, "Purchase", batch))
+    assert len(lost) >= 5
+    w.offset = committed  # the next owner resumes at the last committed offset
+    again = {
+        c["user_id"]: c for c in w.changes(w.send(settings.topic_purchases, "Purchase", batch))
+    }
+    for c in lost:
+        redone = again.get(c["user_id"])
+        assert redone is not None, f"the move of {c['user_id']} was never announced"
+        # Either the same move again, or a further one from where it had gone.
+        assert (redone["old"], redone["new"]) == (c["old"], c["new"]) or redone["old"] == c["new"]
+    pseudo = Pseudonymiser(settings.secret_bytes())
+    for user, c in again.items():
+        assert int(redis_client.get(keys.segment(pseudo(user)))) == c["new"]  # type: ignore[arg-type]
+    # The remembered move is the user's data: an erasure takes it with the rest.
+    gone = lost[0]["user_id"]
+    assert redis_client.exists(keys.segment_move(pseudo(gone)))
+    erase = {"event_id": "bye", "user_id": gone, "kind": "erase", "item_id": None}
+    w.send(settings.topic_preferences, "Preference", [erase | {"value": None, "ts": 1}])
+    assert list(redis_client.scan_iter(match=f"u:{{{pseudo(gone)}}}:*")) == []
+
+
 def test_declared_preferences_place_a_new_user_and_trending_follows_the_segment(
     workers: list[InProcess], redis_client: redis.Redis, settings: Settings, shop: SyntheticDataset
 ) -> None:
