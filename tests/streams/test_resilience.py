@@ -81,40 +81,50 @@ def own_redis(tmp_path: Path) -> Iterator[OwnRedis]:
         server.stop()
 
 
+def _flowing(
+    s: Settings, control: redis.Redis, worker: Worker, seed: int
+) -> tuple[threading.Thread, list[dict[str, Any]]]:
+    """Publish purchases over about 10 s once the worker is up; return once it applies them."""
+    ds = generate(n_users=200, n_items=100, events_per_user=(10, 20), seed=seed)
+    events = [r for kind, r in ds.events if kind == "purchase"]
+    publisher = threading.Thread(
+        target=publish_records,
+        args=(s, [("purchase", r["user_id"], r) for r in events]),
+        kwargs={"rate": len(events) / 10},
+    )
+    # What follows must find the worker running, not starting (that path fails fast).
+    wait_for(lambda: control.hlen(keys.WORKERS) > 0, 60, "worker up", worker)
+    publisher.start()
+    wait_for(lambda: stat(control, "applied") > 0, 60, "first events applied", worker)
+    time.sleep(1)
+    return publisher, events
+
+
+def _unanswered(s: Settings, events: list[dict[str, Any]]) -> set[str]:
+    """Purchases with no recommendation, read until all have one or 120 s pass."""
+    codec = Codec()
+    wanted = {r["event_id"] for r in events}
+
+    def causes(records: list[Any]) -> set[str]:
+        return {codec.decode("Recommendation", r.value)["cause_event_id"] for r in records}
+
+    recs = consume(s, s.topic_recommendations, 0, 120, until=lambda rs: causes(rs) >= wanted)
+    return wanted - causes(recs)
+
+
 def test_redis_outage_loses_no_event(
     kafka_bootstrap: str, own_redis: OwnRedis, tmp_path: Path
 ) -> None:
     s = make_settings(kafka_bootstrap, own_redis.url)
-    ds = generate(n_users=200, n_items=100, events_per_user=(10, 20), seed=4)
-    events = [r for kind, r in ds.events if kind == "purchase"]
     worker = Worker(s, tmp_path / "worker.log")
-    # Published slowly, so that the outage falls in the middle of the stream.
-    publisher = threading.Thread(
-        target=publish_records,
-        args=(s, [("purchase", r["user_id"], r) for r in events]),
-        kwargs={"rate": len(events) / 12},
-    )
-    control = redis.Redis.from_url(own_redis.url)
     try:
-        # The outage must find the worker running, not starting (that path fails fast).
-        wait_for(lambda: control.hlen(keys.WORKERS) > 0, 60, "worker up", worker)
-        publisher.start()
-        wait_for(lambda: stat(control, "applied") > 0, 60, "first events applied", worker)
-        time.sleep(1)
+        publisher, events = _flowing(s, redis.Redis.from_url(own_redis.url), worker, seed=4)
         own_redis.stop()
         time.sleep(4)
         worker.assert_alive()
         own_redis.start()  # empty: what matters is that no event goes unprocessed
         publisher.join(60)
-        codec = Codec()
-        wanted = {r["event_id"] for r in events}
-
-        def covered(records: list[Any]) -> bool:
-            causes = {codec.decode("Recommendation", r.value)["cause_event_id"] for r in records}
-            return causes >= wanted
-
-        recs = consume(s, s.topic_recommendations, 0, 120, until=covered)
-        assert covered(recs)
+        assert not _unanswered(s, events)
         worker.assert_alive()
     finally:
         worker.stop()
@@ -127,40 +137,21 @@ def test_a_worker_stopped_mid_batch_loses_none_of_it(
     # Faust stops an agent by cancelling it, and take_events acks the batch in hand
     # however it ends: the batch must be finished, or left for the next worker.
     s = make_settings(kafka_bootstrap, own_redis.url)
-    ds = generate(n_users=200, n_items=100, events_per_user=(10, 20), seed=5)
-    events = [r for kind, r in ds.events if kind == "purchase"]
-    first = Worker(s, tmp_path / "first.log")
-    publisher = threading.Thread(
-        target=publish_records,
-        args=(s, [("purchase", r["user_id"], r) for r in events]),
-        kwargs={"rate": len(events) / 10},
-    )
     control = redis.Redis.from_url(own_redis.url)
-    wait_for(lambda: control.hlen(keys.WORKERS) > 0, 60, "worker up", first)
-    publisher.start()
+    first = Worker(s, tmp_path / "first.log")
     try:
-        wait_for(lambda: stat(control, "applied") > 0, 60, "first events applied", first)
-        time.sleep(1)
+        publisher, events = _flowing(s, control, first, seed=5)
         # Every Redis call blocks for 2.5 s, so the stop lands in the middle of a batch.
         control.execute_command("CLIENT", "PAUSE", 2500, "ALL")
         time.sleep(0.5)
-        first.stop()
     finally:
         first.stop()
     assert "stopping mid-batch" in (tmp_path / "first.log").read_text()
     second = Worker(s, tmp_path / "second.log")
     try:
         publisher.join(60)
-        codec = Codec()
-        wanted = {r["event_id"] for r in events}
-
-        def covered(records: list[Any]) -> bool:
-            causes = {codec.decode("Recommendation", r.value)["cause_event_id"] for r in records}
-            return causes >= wanted
-
-        recs = consume(s, s.topic_recommendations, 0, 120, until=covered)
-        causes = {codec.decode("Recommendation", r.value)["cause_event_id"] for r in recs}
-        assert not wanted - causes, f"{len(wanted - causes)} purchases never answered"
+        missing = _unanswered(s, events)
+        assert not missing, f"{len(missing)} purchases never answered"
         second.assert_alive()
     finally:
         second.stop()
