@@ -74,16 +74,16 @@ class SegmentStore:
         counts: np.ndarray,
         assignments: Sequence[tuple[str, int]],
         trending: Sequence[tuple[int, int, int]],
-        events: Mapping[str, tuple[str, Sequence[str]]] | None = None,
+        sources: Mapping[str, tuple[str, Sequence[str]]] | None = None,
     ) -> Merged:
         """Add a batch's centroid shifts, write segments, feed segment trending (one call).
 
         ``trending`` holds (segment, item index, ts seconds) per applied event.
-        ``events`` names, per user, the batch event that places them and the batch's
+        ``sources`` names, per user, the batch event that places them and the batch's
         redelivered events of that user (event hashes in hex): a move made by one of
         those comes back in ``previous`` as if it were made now (see the script).
         """
-        events = events or {}
+        sources = sources or {}
         argv: list[Any] = [
             version,
             json.dumps(shifts.tolist()),
@@ -94,7 +94,7 @@ class SegmentStore:
             self.move_memory_s,
         ]
         for uid, seg in assignments:
-            event, replayed = events.get(uid, ("", ()))
+            event, replayed = sources.get(uid, ("", ()))
             argv += [uid, seg, event, ",".join(replayed)]
         for seg, item, ts in trending:
             argv += [seg, item, ts]
