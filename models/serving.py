@@ -32,6 +32,16 @@ def _left_padded(rows: Sequence[Sequence[int]], width: int) -> torch.Tensor:
     return torch.from_numpy(out)
 
 
+def _width_class(length: int, maxlen: int) -> int:
+    """The padded width a history of ``length`` items is scored at: the next power of
+    two, at most ``maxlen``.
+
+    >>> [_width_class(n, 50) for n in (0, 1, 3, 4, 5, 33, 50, 80)]
+    [1, 1, 4, 4, 8, 50, 50, 50]
+    """
+    return min(maxlen, 1 << max(0, length - 1).bit_length())
+
+
 @torch.no_grad()
 def top_k(
     model: SequenceRecommender,
@@ -45,6 +55,11 @@ def top_k(
     ``exclude_seen`` removes every item of the whole history, not only of the last
     ``maxlen`` that the model reads. ``times`` (epoch ms per item) feed the time-gap
     feature of models trained with it.
+
+    Histories are scored in groups of similar length: padded to the batch's longest
+    one, a few long histories would make the transformer's cost (linear in the width,
+    attention quadratic) that of the longest for every user. Padding is masked and
+    positions count from the end, so the grouping changes no score.
     """
     net = model.net
     if net is None:
@@ -55,6 +70,37 @@ def top_k(
     if n == 0 or k == 0:
         empty = np.zeros((n, k), np.int64)
         return TopK(empty, np.full((n, k), -np.inf, np.float32), empty)
+    maxlen = model.config.maxlen
+    groups: dict[int, list[int]] = {}
+    for row, history in enumerate(histories):
+        groups.setdefault(_width_class(len(history), maxlen), []).append(row)
+    if len(groups) == 1:
+        return _top_k(model, histories, k, exclude_seen, times)
+    items = np.zeros((n, k), np.int64)
+    scores = np.full((n, k), -np.inf, np.float32)
+    because = np.zeros((n, k), np.int64)
+    for rows in groups.values():
+        part = _top_k(
+            model,
+            [histories[r] for r in rows],
+            k,
+            exclude_seen,
+            [times[r] for r in rows] if times is not None else None,
+        )
+        items[rows], scores[rows], because[rows] = part.items, part.scores, part.because
+    return TopK(items, scores, because)
+
+
+@torch.no_grad()
+def _top_k(
+    model: SequenceRecommender,
+    histories: Sequence[Sequence[int]],
+    k: int,
+    exclude_seen: bool,
+    times: Sequence[Sequence[int]] | None,
+) -> TopK:
+    net = model.net
+    assert net is not None
     maxlen = model.config.maxlen
     width = min(maxlen, max(len(h) for h in histories))
     ids = _left_padded(histories, width)

@@ -36,6 +36,18 @@ def test_top_k_matches_full_scores_without_seen_items(model: SASRec) -> None:
         assert set(got.because[row].tolist()) <= set(history)
 
 
+def test_a_batch_of_mixed_lengths_scores_each_history_as_alone(model: SASRec) -> None:
+    rng = np.random.default_rng(3)
+    n = len(model.item_ids)
+    histories = [rng.integers(1, n + 1, int(m)).tolist() for m in rng.integers(1, 70, 40)]
+    batch = top_k(model, histories, k=8)
+    for row, history in enumerate(histories):
+        alone = top_k(model, [history], k=8)
+        assert np.allclose(batch.scores[row], alone.scores[0], atol=1e-4), row
+        assert batch.items[row].tolist() == alone.items[0].tolist(), row
+        assert batch.because[row].tolist() == alone.because[0].tolist(), row
+
+
 def test_history_beyond_maxlen_is_still_excluded(model: SASRec) -> None:
     n = len(model.item_ids)
     long = list(range(1, n - 4))  # longer than maxlen 50, so most is never read
