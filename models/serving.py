@@ -42,6 +42,39 @@ def _width_class(length: int, maxlen: int) -> int:
     return min(maxlen, 1 << max(0, length - 1).bit_length())
 
 
+# What one more forward pass costs on its own, in padded history positions: about 1 ms
+# on one CPU thread against about 6 us per position at full width, SASRec of the
+# default shape. Chosen with bench.topk_widths: no batch size or mix it measures is
+# more than 5 % slower than one pass at the widest width.
+_PASS_COST_POSITIONS = 200
+
+
+def _width_groups(sizes: dict[int, int]) -> list[list[int]]:
+    """Width classes (with how many histories each holds) grouped into forward passes so
+    that padding plus passes cost the least: each group is padded to its widest class.
+
+    >>> _width_groups({1: 30, 2: 5, 4: 5})  # a few rows: one pass
+    [[1, 2, 4]]
+    >>> _width_groups({4: 39, 50: 1})  # one long history would cost the others 12x
+    [[4], [50]]
+    """
+    widths = sorted(sizes)
+    # best[j]: the least cost of the first j classes; cut[j]: where its last group starts
+    best, cut = [0] * (len(widths) + 1), [0] * (len(widths) + 1)
+    for j in range(1, len(widths) + 1):
+        rows, best[j] = 0, -1
+        for i in range(j, 0, -1):
+            rows += sizes[widths[i - 1]]
+            cost = best[i - 1] + _PASS_COST_POSITIONS + rows * widths[j - 1]
+            if best[j] < 0 or cost < best[j]:
+                best[j], cut[j] = cost, i - 1
+    groups, j = [], len(widths)
+    while j > 0:
+        groups.append(widths[cut[j] : j])
+        j = cut[j]
+    return groups[::-1]
+
+
 @torch.no_grad()
 def top_k(
     model: SequenceRecommender,
@@ -58,7 +91,8 @@ def top_k(
 
     Histories are scored in groups of similar length: padded to the batch's longest
     one, a few long histories would make the transformer's cost (linear in the width,
-    attention quadratic) that of the longest for every user. Padding is masked and
+    attention quadratic) that of the longest for every user. A group costs a pass of
+    its own, so small batches stay whole (``_width_groups``). Padding is masked and
     positions count from the end, so the grouping changes no score.
     """
     net = model.net
@@ -71,15 +105,17 @@ def top_k(
         empty = np.zeros((n, k), np.int64)
         return TopK(empty, np.full((n, k), -np.inf, np.float32), empty)
     maxlen = model.config.maxlen
-    groups: dict[int, list[int]] = {}
+    by_class: dict[int, list[int]] = {}
     for row, history in enumerate(histories):
-        groups.setdefault(_width_class(len(history), maxlen), []).append(row)
-    if len(groups) == 1:
+        by_class.setdefault(_width_class(len(history), maxlen), []).append(row)
+    passes = _width_groups({w: len(rows) for w, rows in by_class.items()})
+    if len(passes) == 1:
         return _top_k(model, histories, k, exclude_seen, times)
+    groups = [[r for w in widths for r in by_class[w]] for widths in passes]
     items = np.zeros((n, k), np.int64)
     scores = np.full((n, k), -np.inf, np.float32)
     because = np.zeros((n, k), np.int64)
-    for rows in groups.values():
+    for rows in groups:
         part = _top_k(
             model,
             [histories[r] for r in rows],
