@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from models.blocks import rows_by_width
 from models.train import SequenceRecommender
 
 
@@ -32,49 +33,6 @@ def _left_padded(rows: Sequence[Sequence[int]], width: int) -> torch.Tensor:
     return torch.from_numpy(out)
 
 
-def _width_class(length: int, maxlen: int) -> int:
-    """The padded width a history of ``length`` items is scored at: the next power of
-    two, at most ``maxlen``.
-
-    >>> [_width_class(n, 50) for n in (0, 1, 3, 4, 5, 33, 50, 80)]
-    [1, 1, 4, 4, 8, 50, 50, 50]
-    """
-    return min(maxlen, 1 << max(0, length - 1).bit_length())
-
-
-# What one more forward pass costs on its own, in padded history positions: about 1 ms
-# on one CPU thread against about 6 us per position at full width, SASRec of the
-# default shape. Chosen with bench.topk_widths: no batch size or mix it measures is
-# more than 5 % slower than one pass at the widest width.
-_PASS_COST_POSITIONS = 200
-
-
-def _width_groups(sizes: dict[int, int]) -> list[list[int]]:
-    """Width classes (with how many histories each holds) grouped into forward passes so
-    that padding plus passes cost the least: each group is padded to its widest class.
-
-    >>> _width_groups({1: 30, 2: 5, 4: 5})  # a few rows: one pass
-    [[1, 2, 4]]
-    >>> _width_groups({4: 39, 50: 1})  # one long history would cost the others 12x
-    [[4], [50]]
-    """
-    widths = sorted(sizes)
-    # best[j]: the least cost of the first j classes; cut[j]: where its last group starts
-    best, cut = [0] * (len(widths) + 1), [0] * (len(widths) + 1)
-    for j in range(1, len(widths) + 1):
-        rows, best[j] = 0, -1
-        for i in range(j, 0, -1):
-            rows += sizes[widths[i - 1]]
-            cost = best[i - 1] + _PASS_COST_POSITIONS + rows * widths[j - 1]
-            if best[j] < 0 or cost < best[j]:
-                best[j], cut[j] = cost, i - 1
-    groups, j = [], len(widths)
-    while j > 0:
-        groups.append(widths[cut[j] : j])
-        j = cut[j]
-    return groups[::-1]
-
-
 @torch.no_grad()
 def top_k(
     model: SequenceRecommender,
@@ -92,7 +50,7 @@ def top_k(
     Histories are scored in groups of similar length: padded to the batch's longest
     one, a few long histories would make the transformer's cost (linear in the width,
     attention quadratic) that of the longest for every user. A group costs a pass of
-    its own, so small batches stay whole (``_width_groups``). Padding is masked and
+    its own, so small batches stay whole (``rows_by_width``). Padding is masked and
     positions count from the end, so the grouping changes no score.
     """
     net = model.net
@@ -105,17 +63,14 @@ def top_k(
         empty = np.zeros((n, k), np.int64)
         return TopK(empty, np.full((n, k), -np.inf, np.float32), empty)
     maxlen = model.config.maxlen
-    by_class: dict[int, list[int]] = {}
-    for row, history in enumerate(histories):
-        by_class.setdefault(_width_class(len(history), maxlen), []).append(row)
-    passes = _width_groups({w: len(rows) for w, rows in by_class.items()})
-    if len(passes) == 1:
+    groups = rows_by_width(np.array([len(h) for h in histories]), maxlen)
+    if len(groups) == 1:
         return _top_k(model, histories, k, exclude_seen, times)
-    groups = [[r for w in widths for r in by_class[w]] for widths in passes]
     items = np.zeros((n, k), np.int64)
     scores = np.full((n, k), -np.inf, np.float32)
     because = np.zeros((n, k), np.int64)
-    for rows in groups:
+    for group in groups:
+        rows = group.tolist()
         part = _top_k(
             model,
             [histories[r] for r in rows],

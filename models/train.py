@@ -15,7 +15,13 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from models.blocks import EncoderConfig, ItemEncoder, padded_batch, side_feature_tensors
+from models.blocks import (
+    EncoderConfig,
+    ItemEncoder,
+    padded_batch,
+    rows_by_width,
+    side_feature_tensors,
+)
 from models.checkpoint import Checkpoint
 from models.data import Histories, Interactions
 from models.split import EvalSet
@@ -192,15 +198,29 @@ class SequenceRecommender(ABC):
 
     @torch.no_grad()
     def score(self, histories: Histories) -> np.ndarray:
+        """Scores of every item after each history: [n, n_items + 1].
+
+        Rows go through the network in groups of similar length (``rows_by_width``), each
+        padded to its own longest history rather than the batch's.
+        """
         net = self._module()
         net.eval()
-        out = []
-        for start in range(0, len(histories), self.config.score_batch):
-            part = histories.slice(start, min(start + self.config.score_batch, len(histories)))
-            ids, times = padded_batch(part, self.config.maxlen)
-            device = self.config.device
-            out.append(net.scores(ids.to(device), times.to(device)).float().cpu().numpy())
-        return np.concatenate(out) if out else np.zeros((0, 1), np.float32)
+        n, maxlen, device = len(histories), self.config.maxlen, self.config.device
+        if n == 0:
+            return np.zeros((0, 1), np.float32)
+        ids, times = padded_batch(histories, maxlen)
+        lengths = np.minimum(histories.lengths(), maxlen)
+        out: np.ndarray | None = None
+        for group in rows_by_width(lengths, maxlen):
+            for start in range(0, len(group), self.config.score_batch):
+                rows = torch.from_numpy(group[start : start + self.config.score_batch])
+                width = max(1, int(lengths[rows.numpy()].max()))
+                part = net.scores(ids[rows, -width:].to(device), times[rows, -width:].to(device))
+                if out is None:
+                    out = np.empty((n, part.shape[1]), np.float32)
+                out[rows.numpy()] = part.float().cpu().numpy()
+        assert out is not None
+        return out
 
     def to_checkpoint(self, metrics: Mapping[str, float] | None = None) -> Checkpoint:
         """Weights, config, vocabulary and side features: everything ``from_checkpoint`` needs."""

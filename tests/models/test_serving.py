@@ -48,6 +48,16 @@ def test_a_batch_of_mixed_lengths_scores_each_history_as_alone(model: SASRec) ->
         assert batch.because[row].tolist() == alone.because[0].tolist(), row
 
 
+def test_offline_scores_of_mixed_lengths_match_each_history_alone(model: SASRec) -> None:
+    rng = np.random.default_rng(4)
+    n = len(model.item_ids)
+    histories = [rng.integers(1, n + 1, int(m)).tolist() for m in rng.integers(1, 70, 60)]
+    batch = model.score(from_lists(histories))
+    for row, history in enumerate(histories):
+        alone = model.score(from_lists([history]))
+        assert np.allclose(batch[row], alone[0], atol=1e-4), row
+
+
 def test_history_beyond_maxlen_is_still_excluded(model: SASRec) -> None:
     n = len(model.item_ids)
     long = list(range(1, n - 4))  # longer than maxlen 50, so most is never read
