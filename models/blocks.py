@@ -173,11 +173,11 @@ class ItemEncoder(nn.Module):
         return self.norm(h)
 
 
-def width_class(length: int, maxlen: int) -> int:
+def _width_class(length: int, maxlen: int) -> int:
     """The padded width a history of ``length`` items is scored at: the next power of
     two, at most ``maxlen``.
 
-    >>> [width_class(n, 50) for n in (0, 1, 3, 4, 5, 33, 50, 80)]
+    >>> [_width_class(n, 50) for n in (0, 1, 3, 4, 5, 33, 50, 80)]
     [1, 1, 4, 4, 8, 50, 50, 50]
     """
     return min(maxlen, 1 << max(0, length - 1).bit_length())
@@ -190,13 +190,13 @@ def width_class(length: int, maxlen: int) -> int:
 _PASS_COST_POSITIONS = 200
 
 
-def width_groups(sizes: dict[int, int]) -> list[list[int]]:
+def _width_groups(sizes: dict[int, int]) -> list[list[int]]:
     """Width classes (with how many histories each holds) grouped into forward passes so
     that padding plus passes cost the least: each group is padded to its widest class.
 
-    >>> width_groups({1: 30, 2: 5, 4: 5})  # a few rows: one pass
+    >>> _width_groups({1: 30, 2: 5, 4: 5})  # a few rows: one pass
     [[1, 2, 4]]
-    >>> width_groups({4: 39, 50: 1})  # one long history would cost the others 12x
+    >>> _width_groups({4: 39, 50: 1})  # one long history would cost the others 12x
     [[4], [50]]
     """
     widths = sorted(sizes)
@@ -227,9 +227,9 @@ def rows_by_width(lengths: np.ndarray, maxlen: int) -> list[np.ndarray]:
     >>> [len(g) for g in groups], groups[1].tolist()
     ([32, 2], [0, 3])
     """
-    classes = np.array([width_class(int(n), maxlen) for n in lengths], dtype=np.int64)
+    classes = np.array([_width_class(int(n), maxlen) for n in lengths], dtype=np.int64)
     sizes = {int(w): int(c) for w, c in zip(*np.unique(classes, return_counts=True), strict=True)}
-    return [np.flatnonzero(np.isin(classes, group)) for group in width_groups(sizes)]
+    return [np.flatnonzero(np.isin(classes, group)) for group in _width_groups(sizes)]
 
 
 def padded_batch(histories: Histories, maxlen: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -213,12 +213,15 @@ class SequenceRecommender(ABC):
         out: np.ndarray | None = None
         for group in rows_by_width(lengths, maxlen):
             for start in range(0, len(group), self.config.score_batch):
-                rows = torch.from_numpy(group[start : start + self.config.score_batch])
-                width = max(1, int(lengths[rows.numpy()].max()))
-                part = net.scores(ids[rows, -width:].to(device), times[rows, -width:].to(device))
+                rows = group[start : start + self.config.score_batch]
+                width = max(1, int(lengths[rows].max()))
+                picked = torch.from_numpy(rows)
+                part = net.scores(
+                    ids[picked, -width:].to(device), times[picked, -width:].to(device)
+                )
                 if out is None:
                     out = np.empty((n, part.shape[1]), np.float32)
-                out[rows.numpy()] = part.float().cpu().numpy()
+                out[rows] = part.float().cpu().numpy()
         assert out is not None
         return out
 
