@@ -185,8 +185,9 @@ def _width_class(length: int, maxlen: int) -> int:
 
 # What one more forward pass costs on its own, in padded history positions: about 1 ms
 # on one CPU thread against about 6 us per position at full width, SASRec of the
-# default shape. Chosen with bench.topk_widths: no batch size or mix it measures is
-# more than 5 % slower than one pass at the widest width.
+# default shape. Chosen with bench.topk_widths: no batch size or mix it measures lost
+# more than about 10 % against one pass at the widest width (partly the timing noise of
+# a 4 ms call), and batches holding a few long histories gain up to 4x.
 _PASS_COST_POSITIONS = 200
 
 
