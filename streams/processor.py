@@ -138,7 +138,7 @@ class Processor:
                 h.tick()
         good = self._accept(msgs, out)
         if not good:
-            await self._flush_counts()
+            await self.flush_counts()
             return out
         batch = [
             Interaction(
@@ -201,7 +201,7 @@ class Processor:
                 )
                 await seen.categorise(self.serving.products)
                 out.extend(await self._drift(seen))
-        await self._flush_counts()
+        await self.flush_counts()
         return out
 
     def _serving_version(self) -> str:
@@ -297,7 +297,7 @@ class Processor:
         if good:
             changed = await self.store.put_products([rec for _, rec in good])
             self._count("products", sum(changed))
-        await self._flush_counts()
+        await self.flush_counts()
         return out
 
     async def preferences(self, msgs: Sequence[Message]) -> list[Output]:
@@ -329,10 +329,10 @@ class Processor:
                     )
                     out.extend(self._segment_changes(moves, declared))
             self._count("erasures", sum(1 for p in prefs if p.kind == "erase"))
-        await self._flush_counts()
+        await self.flush_counts()
         return out
 
-    async def _flush_counts(self) -> None:
+    async def flush_counts(self) -> None:
         # Shared counters let the demo and ops tools see every worker's totals.
         # Agents share this processor and interleave at every await: take the pending
         # counts and zero them before awaiting, so no increment is lost or sent twice.

@@ -122,6 +122,9 @@ class Settings(BaseSettings):
     batch_within_s: float = Field(0.005, gt=0)
     fetch_max_wait_ms: int = Field(5, ge=0)
     stream_buffer_maxsize: int = Field(8192, ge=1)
+    # Largest record a worker sends (Kafka's max.request.size): a larger output is refused,
+    # and the events behind it go to the dead-letter topic with the reason.
+    producer_max_request_size: int = Field(1_048_576, ge=1)
     commit_every: int = Field(10_000, ge=1)
     commit_interval_s: float = Field(1.0, gt=0)
     session_timeout_s: float = Field(10.0, gt=0)

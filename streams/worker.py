@@ -13,7 +13,14 @@ from typing import Any
 
 import faust
 import torch
-from aiokafka.errors import KafkaConnectionError, KafkaTimeoutError
+from aiokafka.errors import (
+    KafkaConnectionError,
+    KafkaTimeoutError,
+    MessageSizeTooLargeError,
+    RecordListTooLargeError,
+    RecordTooLargeError,
+)
+from faust.exceptions import ProducerSendError
 from faust.transport.drivers import aiokafka as faust_kafka
 from redis.exceptions import RedisError
 
@@ -35,6 +42,9 @@ Handler = Callable[[Sequence[Message]], Awaitable[list[Output]]]
 # and, the updates being idempotent, nothing is doubled by the retry.
 _TRANSIENT = (RedisError, OSError, ServiceError, asyncio.TimeoutError)
 _MAX_BACKOFF_S = 5.0
+# The broker (or the client, before sending) refuses this one record: sending it again
+# cannot succeed, and holding its batch back would stall the partition for good.
+_RECORD_REFUSED = (MessageSizeTooLargeError, RecordListTooLargeError, RecordTooLargeError)
 _SLOW_BATCH_S = 0.1  # a batch slower than this is logged with its size and split
 _DRAIN_S = 10.0  # how long a stopping worker gives its current batch to finish
 
@@ -76,6 +86,7 @@ def create_app(settings: Settings, bootstrap: str, redis_url: str) -> faust.App:
         key_serializer="raw",
         value_serializer="raw",
         processing_guarantee="at_least_once",
+        producer_max_request_size=settings.producer_max_request_size,
         topic_partitions=settings.partitions,
         topic_replication_factor=settings.replication_factor,
         stream_buffer_maxsize=settings.stream_buffer_maxsize,
@@ -186,13 +197,19 @@ def create_app(settings: Settings, bootstrap: str, redis_url: str) -> faust.App:
             try:
                 pending.append(await app.producer.send(o.topic, o.key, o.value, None, None, None))
             except Exception as exc:
-                pending.append(_failed(exc))
+                # Faust wraps the client's error, and only that one says whether to retry.
+                cause = exc.__cause__ if isinstance(exc, ProducerSendError) else None
+                pending.append(_failed(cause or exc))
         results = await asyncio.gather(*pending, return_exceptions=True)
         return [r if isinstance(r, BaseException) else None for r in results]
 
-    async def deliver(outputs: Sequence[Output], events: Sequence[Any]) -> bool:
+    async def deliver(outputs: Sequence[Output], msgs: Sequence[Message], proc: Processor) -> bool:
         """Wait for a batch's outputs to reach the broker, sending again what failed for a
         passing reason; False when the broker refused one for good.
+
+        An output refused for its own sake (too large) is replaced by dead letters of the
+        events it came from, so the batch can be committed. Anything else refused for
+        good (an unknown topic, no authorisation) leaves the batch uncommitted.
 
         Waiting here, before the next batch, rather than overlapping the two lets the
         stream fill larger batches: overlapping measured 7 % fewer events/s at
@@ -201,30 +218,49 @@ def create_app(settings: Settings, bootstrap: str, redis_url: str) -> faust.App:
         backoff = 0.1
         while outputs:
             errors = await send(outputs)
-            failed = [o for o, e in zip(outputs, errors, strict=True) if e is not None]
+            failed = [(o, e) for o, e in zip(outputs, errors, strict=True) if e is not None]
             if not failed:
                 break
-            kinds = ", ".join(sorted({type(e).__name__ for e in errors if e is not None}))
-            if any(e is not None and not _passing(e) for e in errors):
+            kinds = ", ".join(sorted({type(e).__name__ for _, e in failed}))
+            # A dead letter refused in turn has nowhere left to go.
+            refused = [
+                (o, e)
+                for o, e in failed
+                if isinstance(e, _RECORD_REFUSED) and o.topic != settings.topic_dead_letter
+            ]
+            if len(refused) < sum(not _passing(e) for _, e in failed):
                 log.error(
                     "%d of %d outputs cannot be delivered (%s); their batch of %d events "
                     "stays uncommitted, for redelivery",
                     len(failed),
                     len(outputs),
                     kinds,
-                    len(events),
+                    len(msgs),
                 )
                 return False
-            log.warning(
-                "%d of %d outputs not delivered (%s); sending them again in %.1fs",
-                len(failed),
-                len(outputs),
-                kinds,
-                backoff,
-            )
-            await asyncio.sleep(backoff)
-            backoff = min(backoff * 2, _MAX_BACKOFF_S)
-            outputs = failed
+            letters = dead_letters_for(refused, msgs, proc)
+            if letters:
+                log.error(
+                    "%d of %d outputs refused by the broker (%s); %d of the batch's events "
+                    "go to %s instead",
+                    len(refused),
+                    len(outputs),
+                    kinds,
+                    len(letters),
+                    settings.topic_dead_letter,
+                )
+            passing = [o for o, e in failed if _passing(e)]
+            if passing:
+                log.warning(
+                    "%d of %d outputs not delivered (%s); sending them again in %.1fs",
+                    len(passing),
+                    len(outputs),
+                    kinds,
+                    backoff,
+                )
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, _MAX_BACKOFF_S)
+            outputs = passing + letters
         return True
 
     async def run(stream: faust.StreamT, pick: Callable[[Processor], Handler], agent: str) -> None:
@@ -258,9 +294,15 @@ def create_app(settings: Settings, bootstrap: str, redis_url: str) -> faust.App:
         started = time.perf_counter()
         outputs = await process_batch(proc, handler, msgs)
         processed = time.perf_counter()
-        if not await deliver(outputs, events):
+        if not await deliver(outputs, msgs, proc):
             withhold(events)
             return
+        try:
+            # Dead letters that stood in for refused outputs were counted after the batch
+            # itself; without this the last batch's would wait for the next one.
+            await proc.flush_counts()
+        except _TRANSIENT as exc:
+            log.warning("counters not written yet (kept for the next batch): %s", exc)
         sent = time.perf_counter()
         metrics.BATCH_SECONDS.labels(agent).observe(sent - started)
         metrics.EVENTS.labels(agent).inc(len(msgs))
@@ -321,6 +363,33 @@ def _passing(exc: BaseException) -> bool:
     return bool(getattr(exc, "retriable", False)) or isinstance(
         exc, (KafkaTimeoutError, KafkaConnectionError, OSError)
     )
+
+
+def dead_letters_for(
+    refused: Sequence[tuple[Output, BaseException]], msgs: Sequence[Message], proc: Processor
+) -> list[Output]:
+    """Dead letters of the events behind outputs the broker refused, once per event.
+
+    An output keyed like some of the batch's events (a recommendation, keyed by its
+    user as the purchase was) came from those; one with no such event (an alert about
+    the whole batch) from every event of it. The events' state is already applied, so
+    the reason says so: replaying a dead letter repeats nothing but its outputs.
+    """
+    now_ms = int(proc.clock() * 1000)
+    letters: dict[tuple[str, int, int], Output] = {}
+    for output, exc in refused:
+        mine = [m for m in msgs if output.key is not None and m.key == output.key]
+        # The exception's own text (several hundred bytes) would make the letter as
+        # large as what was refused; the worker log has it.
+        reason = (
+            f"its output to {output.topic} ({len(output.value)} bytes) was refused: "
+            f"{type(exc).__name__}; the event itself was applied"
+        )
+        for m in mine or msgs:
+            where = (m.topic, m.partition, m.offset)
+            if where not in letters:
+                letters[where] = proc.dead_letter(m, reason, now_ms)
+    return list(letters.values())
 
 
 def withhold(events: Sequence[Any]) -> None:

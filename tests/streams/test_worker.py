@@ -20,6 +20,7 @@ from schemas.errors import InvalidEventError, SchemaError
 from schemas.validation import validate
 from streams.pseudonym import Pseudonymiser
 from streams.settings import Settings
+from streams.status import consumer_lag
 from tests.streams.harness import (
     Worker,
     consume,
@@ -30,6 +31,7 @@ from tests.streams.harness import (
     publish_raw,
     publish_records,
     raw_snapshot,
+    run,
     stat,
     wait_for,
 )
@@ -240,6 +242,48 @@ def test_malformed_messages_go_to_dead_letter_and_valid_ones_are_processed(
         assert len(recs) == len(valid)
         assert stat(redis_client, "applied") == len(valid)
         assert stat(redis_client, "dead_letters") == 200
+        worker.assert_alive()
+    finally:
+        worker.stop()
+
+
+def test_an_output_too_large_for_the_broker_dead_letters_its_events_and_the_partition_goes_on(
+    kafka_bootstrap: str, redis_url: str, redis_client: redis.Redis, tmp_path: Path
+) -> None:
+    # As records, recommendations of ten items take about 460 bytes here, of seven or
+    # fewer under 400; a dead letter of a purchase about 310.
+    s = make_settings(kafka_bootstrap, redis_url, partitions=1, producer_max_request_size=400)
+    ds = generate(n_users=100, n_items=80, events_per_user=(5, 15), seed=3)
+    events = purchases(ds)[:600]
+    publish_records(s, [("purchase", r["user_id"], r) for r in events])
+    worker = Worker(s, tmp_path / "worker.log")
+    codec = Codec()
+
+    def committed() -> int:
+        return int(run(consumer_lag(s))[s.topic_purchases][0]["committed"])
+
+    try:
+        # Committed means delivered: the refused outputs did not hold the partition back.
+        wait_for(lambda: committed() == len(events), 120, "every offset committed", worker)
+        assert stat(redis_client, "applied") == len(events)
+        recs = [
+            codec.decode("Recommendation", r.value)
+            for r in consume(s, s.topic_recommendations, len(events), timeout=10)
+        ]
+        dead = consume(s, s.topic_dead_letter, len(events), timeout=10)
+        letters = [codec.decode("DeadLetter", d.value) for d in dead]
+        assert recs and letters
+        lettered = {codec.decode("Purchase", x["raw"])["event_id"]: x for x in letters}
+        for letter in letters:
+            assert letter["topic"] == s.topic_purchases
+            assert letter["error"].startswith(f"its output to {s.topic_recommendations} (")
+            assert "was refused: MessageSizeTooLargeError" in letter["error"]
+        # Every purchase has its recommendation or a dead letter, so none is lost; a letter
+        # goes to each event of the refused output's user in its batch, so both may come.
+        answered = {r["cause_event_id"] for r in recs}
+        assert answered | set(lettered) == {e["event_id"] for e in events}
+        assert stat(redis_client, "dead_letters") == len(letters) == len(lettered)
+        assert "refused by the broker (MessageSizeTooLargeError)" in worker.log_path.read_text()
         worker.assert_alive()
     finally:
         worker.stop()
