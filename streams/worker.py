@@ -242,12 +242,13 @@ def create_app(settings: Settings, bootstrap: str, redis_url: str) -> faust.App:
             if letters:
                 log.error(
                     "%d of %d outputs refused by the broker (%s); %d of the batch's events "
-                    "go to %s instead",
+                    "go to %s instead. The first refusal: %s",
                     len(refused),
                     len(outputs),
                     kinds,
                     len(letters),
                     settings.topic_dead_letter,
+                    refused[0][1],
                 )
             passing = [o for o, e in failed if _passing(e)]
             if passing:
@@ -380,7 +381,7 @@ def dead_letters_for(
     for output, exc in refused:
         mine = [m for m in msgs if output.key is not None and m.key == output.key]
         # The exception's own text (several hundred bytes) would make the letter as
-        # large as what was refused; the worker log has it.
+        # large as what was refused; the worker logs the first one.
         reason = (
             f"its output to {output.topic} ({len(output.value)} bytes) was refused: "
             f"{type(exc).__name__}; the event itself was applied"
