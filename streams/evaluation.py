@@ -18,6 +18,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from importlib import resources
 
 from redis import asyncio as aioredis
 
@@ -27,6 +28,7 @@ from streams.state.store import Interaction
 
 HOUR_S = 3600
 HOURS_KEPT_S = 3 * 86_400
+_SET_EXPIRING = resources.files("streams.state").joinpath("set_expiring.lua").read_text()
 
 
 @dataclass(frozen=True, slots=True)
@@ -203,9 +205,16 @@ class Evaluator:
             hour["hits"] += v.hit
         self.exposure.update(i for s in changed.values() for i in s.items)
         pipe = self.redis.pipeline(transaction=False)
-        ttl = max(1, int(self.window_s))
-        for uid, shown in changed.items():
-            pipe.set(keys.last_recommendation(uid), shown.encode(), ex=ttl)
+        if changed:
+            # EVAL with the body, not a registered script: redis-py checks a pipeline's
+            # scripts with a round trip of its own, and Redis caches the compiled body.
+            pipe.eval(
+                _SET_EXPIRING,
+                len(changed),
+                *(keys.last_recommendation(u) for u in changed),
+                max(1, int(self.window_s)),
+                *(s.encode() for s in changed.values()),
+            )
         for field, n in counts.items():
             if n:
                 pipe.hincrby(keys.EVALUATION, field, n)

@@ -43,6 +43,7 @@ REASON_BECAUSE = "because_you_bought"
 REASON_TRENDING = "trending"
 REASON_NEW = "new_in_category"
 _RRF = 10.0  # rank offset of reciprocal-rank fusion: small lists, so a small constant
+_NEWEST_CATEGORIES = 10_000  # top-level categories whose newest items are kept in memory
 
 
 @dataclass(frozen=True)
@@ -160,6 +161,10 @@ class Serving:
         self.neighbours = neighbours
         self.rules = rerank_config(settings)
         self.products = ProductCache(store, self.rules, settings.product_cache_s)
+        # Newest items per top-level category. Only a catalog change alters them, and every
+        # change reaches the product cache's log: read once per change, not once per batch.
+        self._newest: dict[str, list[str]] = {}
+        self.products.on_change.append(lambda _changed: self._newest.clear())
         self._cooc_reasons: dict[int, str] = {}  # "bought_with:<item>" per anchor, built once
         self.segments = SegmentStore(store.redis, settings.trending_tau_s)
 
@@ -376,7 +381,12 @@ class Serving:
                 main[row] = counts.most_common(1)[0][0]
         if not main:
             return
-        fresh = await self.store.new_items(main.values(), 5)
+        missing = {c for c in main.values() if c not in self._newest}
+        if missing:
+            if len(self._newest) > _NEWEST_CATEGORIES:
+                self._newest.clear()
+            self._newest.update(await self.store.new_items(missing, 5))
+        fresh = self._newest
         for row, category in main.items():
             model = served[row]
             answer = answers[row]
