@@ -74,3 +74,28 @@ def test_canary_accepts_a_trained_model_and_rejects_nan_weights(model: SASRec) -
         broken.net.encoder.item.weight[5].fill_(float("nan"))
     reason = canary_check(broken)
     assert reason is not None and "NaN" in reason
+
+
+def test_the_fused_item_table_follows_every_change_to_what_it_fuses(model: SASRec) -> None:
+    copy = SASRec.from_checkpoint(model.to_checkpoint())
+    net = copy.net
+    assert net is not None
+    encoder = net.encoder
+    category = encoder.category
+    assert category is not None
+    every = torch.arange(encoder.item.num_embeddings)
+
+    def fresh() -> torch.Tensor:
+        with torch.enable_grad():  # the cache is off while gradients are on
+            return encoder.embed(every).detach()
+
+    with torch.no_grad():
+        assert torch.equal(encoder.items(), fresh()[: encoder.n_items + 1])
+        encoder.item.weight[3].add_(1.0)
+        assert torch.equal(encoder.items()[3], fresh()[3])
+        category.weight[1].add_(1.0)
+        assert torch.equal(encoder.items(), fresh()[: encoder.n_items + 1])
+        cats = encoder.categories.clone()
+        cats[2] = 0
+        encoder.set_side_features({"categories": cats, "price_buckets": encoder.price_buckets})
+        assert torch.equal(encoder.items()[2], fresh()[2])
