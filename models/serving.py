@@ -16,6 +16,8 @@ import torch
 from models.blocks import rows_by_width
 from models.train import SequenceRecommender
 
+_CHUNK = 64  # columns per block of the two-step top-k (fastest of 32, 64, 128 on Toys)
+
 
 @dataclass(frozen=True)
 class TopK:
@@ -106,7 +108,7 @@ def _top_k(
     if exclude_seen:
         seen = _left_padded(histories, max(len(h) for h in histories)).to(device)
         scores.scatter_(1, seen, -torch.inf)  # padding 0 lands on column 0, already -inf
-    best, top = torch.topk(scores, k, dim=1)  # [B, k]
+    best, top = _best(scores, k)  # [B, k]
     top = torch.where(torch.isfinite(best), top, torch.zeros_like(top))
     # The history item closest to each recommendation in the model's own item space.
     table = net.encoder.items()  # [n_items + 1, d]
@@ -116,6 +118,38 @@ def _top_k(
     because = ids.gather(1, similarity.argmax(-1))  # [B, k]
     because = torch.where(top > 0, because, torch.zeros_like(because))
     return TopK(top.cpu().numpy(), best.cpu().numpy(), because.cpu().numpy())
+
+
+def _best(scores: torch.Tensor, k: int, chunk: int = _CHUNK) -> tuple[torch.Tensor, torch.Tensor]:
+    """``torch.topk(scores, k, dim=1)``, in two steps on a large catalogue.
+
+    The best ``k`` scores of a row lie in the ``k`` blocks of ``chunk`` columns with the
+    highest maxima (any other block's maximum is below ``k`` blocks' worth of larger
+    scores), so one top-k over block maxima and one over those blocks' columns give
+    the same result as one over the row, but for the order of tied scores, which
+    ``torch.topk`` leaves unspecified too. On the Toys catalogue (11,926 columns) it
+    takes 25-40 % less time than ``torch.topk`` for 48-500 rows on one thread
+    (``python -m bench.topk_select``).
+
+    >>> s = torch.randn(3, 5000, generator=torch.Generator().manual_seed(0))
+    >>> fast, full = _best(s, 5, chunk=64), torch.topk(s, 5, dim=1)
+    >>> torch.equal(fast[0], full.values), torch.equal(fast[1], full.indices)
+    (True, True)
+    """
+    rows, n = scores.shape
+    whole = n // chunk * chunk
+    if whole < 4 * k * chunk:
+        return torch.topk(scores, k, dim=1)
+    # A view, not a copy: only the last dimension is split, and it is contiguous.
+    blocks = scores[:, :whole].view(rows, -1, chunk)
+    chosen = torch.topk(blocks.amax(2), k, dim=1).indices  # [B, k]
+    offsets = torch.arange(chunk, device=scores.device)
+    cols = (chosen.unsqueeze(2) * chunk + offsets).reshape(rows, -1)
+    if whole < n:
+        tail = torch.arange(whole, n, device=scores.device).expand(rows, -1)
+        cols = torch.cat([cols, tail], dim=1)
+    best, pos = torch.topk(scores.gather(1, cols), k, dim=1)
+    return best, cols.gather(1, pos)
 
 
 def canary_check(model: SequenceRecommender, users: int = 16, seed: int = 0) -> str | None:

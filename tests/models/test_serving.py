@@ -5,11 +5,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from models.data import from_dataset, from_lists
 from models.datasets import generate
 from models.sasrec import SASRec, SASRecConfig
-from models.serving import canary_check, top_k
+from models.serving import _best, canary_check, top_k
 from models.split import leave_one_out
 
 
@@ -99,3 +101,27 @@ def test_the_fused_item_table_follows_every_change_to_what_it_fuses(model: SASRe
         cats[2] = 0
         encoder.set_side_features({"categories": cats, "price_buckets": encoder.price_buckets})
         assert torch.equal(encoder.items()[2], fresh()[2])
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    rows=st.integers(1, 6),
+    width=st.integers(1, 4000),
+    k=st.integers(1, 12),
+    unseen=st.floats(0.0, 1.0),
+    seed=st.integers(0, 2**31 - 1),
+)
+def test_two_step_top_k_gives_what_one_pass_gives(
+    rows: int, width: int, k: int, unseen: float, seed: int
+) -> None:
+    gen = torch.Generator().manual_seed(seed)
+    # Distinct scores: the order of tied ones is unspecified in either way.
+    scores = torch.stack([torch.randperm(width, generator=gen) for _ in range(rows)]).float()
+    # Seen items are -inf; a row may have fewer than k items left.
+    scores[torch.rand(rows, width, generator=gen) < unseen] = -torch.inf
+    k = min(k, width)
+    best, idx = _best(scores, k, chunk=8)
+    full = torch.topk(scores, k, dim=1)
+    assert torch.equal(best, full.values)
+    finite = torch.isfinite(best)
+    assert torch.equal(idx[finite], full.indices[finite])
