@@ -274,6 +274,12 @@ def create_app(settings: Settings, bootstrap: str, redis_url: str) -> faust.App:
                 await asyncio.wait_for(holder.ready.wait(), settings.wait_for_model_s)
             except TimeoutError:
                 log.warning("no model after %.0fs; serving the baseline", settings.wait_for_model_s)
+        if settings.gc_freeze_s > 0:
+            # What start-up built (modules, the app, the model) lives as long as the
+            # worker: frozen now, the first full collections under load do not walk it.
+            # On Toys this removed the second of two 160-190 ms pauses in the first
+            # seconds; the first comes during start-up itself.
+            gc.freeze()
         # take_events is on faust's Stream but missing from its StreamT interface.
         batches = stream.take_events(  # type: ignore[attr-defined]
             settings.batch_size, within=settings.batch_within_s
