@@ -20,7 +20,7 @@ import uuid
 import numpy as np
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-from bench.common import RESULTS, machine
+from bench.common import machine, write_results
 from streams.embedded import EmbeddedStack
 from streams.topics import ensure_topics
 
@@ -97,8 +97,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=35.0)
     args = parser.parse_args()
     result = asyncio.run(measure(args.rate, args.seconds))
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "broker_latency.json").write_text(json.dumps(result, indent=2) + "\n")
+    write_results("broker_latency", result)
     print(json.dumps(result, indent=2))
 
 

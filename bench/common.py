@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import json
 import os
 import platform
 import secrets
@@ -31,6 +32,14 @@ from streams.topics import ensure_topics
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"
+
+
+def write_results(name: str, results: Mapping[str, Any], directory: Path = RESULTS) -> Path:
+    """A benchmark's flat figures as ``<directory>/<name>.json``; returns the path."""
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / f"{name}.json"
+    path.write_text(json.dumps(results, indent=2) + "\n")
+    return path
 
 
 def settings_from_env() -> Settings:

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import json
 import statistics
 import tempfile
 from collections.abc import Sequence
@@ -27,7 +26,7 @@ from typing import Any
 import numpy as np
 import redis
 
-from bench.common import RESULTS, cpu_description
+from bench.common import cpu_description, write_results
 from models.datasets import generate
 from streams.services import start_redis
 from tests.models.drift.test_monitors import KINDS, STATIONARY, delay, first_alerts
@@ -144,9 +143,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     results |= monitor_level(args.seeds, args.stationary)
     if args.worker_seeds:
         results |= worker_level(args.worker_seeds)
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    path = RESULTS / f"{NAME}.json"
-    path.write_text(json.dumps(results, indent=2) + "\n")
+    path = write_results(NAME, results)
     print(f"wrote {path}")
 
 

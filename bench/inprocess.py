@@ -31,7 +31,13 @@ from typing import Any
 import torch
 from redis import asyncio as aioredis
 
-from bench.common import RESULTS, cpu_description, fresh_settings, settings_from_env, tag
+from bench.common import (
+    cpu_description,
+    fresh_settings,
+    settings_from_env,
+    tag,
+    write_results,
+)
 from models.data import from_dataset
 from models.datasets import load
 from models.registry import Registry
@@ -136,8 +142,7 @@ def main() -> None:
     parser.add_argument("--warm", type=int, default=2_000)
     args = parser.parse_args()
     result = asyncio.run(run(args.events, args.batch, args.rounds, args.warm))
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "inprocess.json").write_text(json.dumps(result, indent=2) + "\n")
+    write_results("inprocess", result)
     print(json.dumps(result, indent=2))
 
 

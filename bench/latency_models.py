@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.common import RESULTS, on_stack, settings_from_env
+from bench.common import on_stack, settings_from_env, write_results
 from bench.latency import PROBES, LatencyOptions, latency
 from bench.serving import catalog
 from models.data import from_dataset
@@ -93,8 +93,7 @@ def main() -> None:
     if bad:
         parser.error(f"labels are '{BASELINE}' or a hidden width, not {', '.join(bad)}")
     result = asyncio.run(run(args.labels, LatencyOptions(rate=args.rate, seconds=args.seconds)))
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "latency_models.json").write_text(json.dumps(result, indent=2) + "\n")
+    write_results("latency_models", result)
     print(json.dumps(result, indent=2))
 
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import logging
 import sys
 from collections.abc import Sequence
@@ -17,7 +16,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from bench import backbone, cooc_window, segments, serving
-from bench.common import RESULTS
+from bench.common import RESULTS, write_results
 
 BENCHMARKS = ("backbone", "cooc_window", "serving", "segments")
 
@@ -66,9 +65,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         else:
             results = cooc_window.run()
             table = cooc_window.markdown(results)
-        args.results.mkdir(parents=True, exist_ok=True)
-        path = args.results / f"{name}.json"
-        path.write_text(json.dumps(results, indent=2) + "\n")
+        path = write_results(name, results, args.results)
         print(f"\n## {name}: {results['dataset']}; {results['machine']}; {results['date']}\n")
         print(table)
         print(f"\nwritten to {path}")

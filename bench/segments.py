@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import statistics
 import tempfile
@@ -25,7 +24,6 @@ import redis.asyncio as aioredis
 
 from bench.backbone import describe, purchases, through
 from bench.common import (
-    RESULTS,
     encode,
     forget_faust_dir,
     fresh_settings,
@@ -34,6 +32,7 @@ from bench.common import (
     settings_from_env,
     tag,
     worker_command,
+    write_results,
 )
 from models.datasets import load
 from schemas.codec import Codec
@@ -240,10 +239,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         worker=not args.inprocess_only,
     )
     results = asyncio.run(run(opts))
-    RESULTS.mkdir(parents=True, exist_ok=True)
     suffix = ("-together" if args.together else "") + ("-inprocess" if args.inprocess_only else "")
-    path = RESULTS / f"{NAME}-{args.dataset or 'online_retail'}{suffix}.json"
-    path.write_text(json.dumps(results, indent=2) + "\n")
+    path = write_results(f"{NAME}-{args.dataset or 'online_retail'}{suffix}", results)
     print(f"\n## {NAME}: {results['dataset']}; {results['machine']}; {results['date']}\n")
     print(markdown(results) if not args.together else worker_rows(results))
     print(f"\nwritten to {path}")

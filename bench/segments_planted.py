@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import json
 import statistics
 from collections.abc import Sequence
 from typing import Any
@@ -24,7 +23,7 @@ import numpy as np
 from sklearn.cluster import KMeans
 from sklearn.metrics import adjusted_rand_score, silhouette_score
 
-from bench.common import RESULTS, cpu_description
+from bench.common import cpu_description, write_results
 from models.data import from_dataset
 from models.datasets.synthetic import generate
 from models.segments.replay import OnlineConfig, one_pass
@@ -95,10 +94,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         for k, v in r.items():
             if k != "seed":
                 out[f"seed{r['seed']}_{k}"] = v
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    path = RESULTS / f"{NAME}.json"
-    rounded = {k: round(v, 4) if isinstance(v, float) else v for k, v in out.items()}
-    path.write_text(json.dumps(rounded, indent=2) + "\n")
+    path = write_results(
+        NAME, {k: round(v, 4) if isinstance(v, float) else v for k, v in out.items()}
+    )
     print(
         f"\nbatch K-means recovers {len(separable)} of {len(rows)} shops, the online pass "
         f"{out['online_recovered_seeds']}; written to {path}"

@@ -25,7 +25,7 @@ from typing import Any
 
 import torch
 
-from bench.common import RESULTS, cpu_description
+from bench.common import cpu_description, write_results
 from bench.topk_widths import _best_ms
 from models.datasets import load
 from models.serving import _best
@@ -74,8 +74,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=50)
     args = parser.parse_args()
     result = run(args.users, args.repeats)
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "topk_select.json").write_text(json.dumps(result, indent=2) + "\n")
+    write_results("topk_select", result)
     print(json.dumps(result, indent=2))
 
 

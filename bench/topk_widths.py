@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from bench.common import RESULTS, cpu_description
+from bench.common import cpu_description, write_results
 from models.blocks import padded_batch
 from models.data import Histories, from_dataset
 from models.datasets import load
@@ -119,8 +119,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args()
     result = run(args.users, args.repeats)
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "topk_widths.json").write_text(json.dumps(result, indent=2) + "\n")
+    write_results("topk_widths", result)
     print(json.dumps(result, indent=2))
 
 
