@@ -189,14 +189,17 @@ def met(flag: bool) -> str:
     return "yes" if flag else "**no**"
 
 
-async def on_stack(base: Settings, stack: EmbeddedStack) -> tuple[Settings, dict[str, Any]]:
-    """``base`` pointed at the stack's broker and Redis, and the header every result
-    file starts with: date, machine, and the load average (anything else running on a
-    small machine moves every figure)."""
-    located = {"kafka_bootstrap_servers": stack.bootstrap_servers, "redis_url": stack.redis_url}
-    header = {
+def header(machine: str) -> dict[str, Any]:
+    """What every result file starts with: date, machine, and the load average (anything
+    else running on a small machine moves every figure)."""
+    return {
         "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
-        "machine": await machine(stack),
+        "machine": machine,
         "load_average_1m_at_start": os.getloadavg()[0],
     }
-    return base.model_copy(update=located), header
+
+
+async def on_stack(base: Settings, stack: EmbeddedStack) -> tuple[Settings, dict[str, Any]]:
+    """``base`` pointed at the stack's broker and Redis, and the result files' header."""
+    located = {"kafka_bootstrap_servers": stack.bootstrap_servers, "redis_url": stack.redis_url}
+    return base.model_copy(update=located), header(await machine(stack))

@@ -19,10 +19,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import datetime as dt
 import gc
 import json
-import os
 import tempfile
 import time
 from pathlib import Path
@@ -34,6 +32,7 @@ from redis import asyncio as aioredis
 from bench.common import (
     cpu_description,
     fresh_settings,
+    header,
     settings_from_env,
     tag,
     write_results,
@@ -103,9 +102,7 @@ async def run(events: int, batches: list[int], rounds: int, warm: int) -> dict[s
     base = settings_from_env()
     out: dict[str, Any] = {
         "dataset": f"{ds.name}: {len(ds.products):,} items, {events:,} purchases timed",
-        "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
-        "machine": cpu_description(),
-        "load_average_1m_at_start": os.getloadavg()[0],
+        **header(cpu_description()),
         "train_one_epoch_s": trained,
     }
     records = [r for kind, r in ds.events if kind == "purchase"][: warm + events]

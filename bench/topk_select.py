@@ -17,15 +17,13 @@ Writes ``bench/results/topk_select.json``.
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import json
-import os
 from functools import partial
 from typing import Any
 
 import torch
 
-from bench.common import cpu_description, write_results
+from bench.common import cpu_description, header, write_results
 from bench.topk_widths import _best_ms
 from models.datasets import load
 from models.serving import _best
@@ -43,9 +41,7 @@ def run(batch_sizes: list[int], repeats: int) -> dict[str, Any]:
     table = torch.randn(columns, HIDDEN, generator=gen) * HIDDEN**-0.5
     out: dict[str, Any] = {
         "dataset": f"{ds.name}: {columns:,} score columns",
-        "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
-        "machine": cpu_description(),
-        "load_average_1m_at_start": os.getloadavg()[0],
+        **header(cpu_description()),
         "k": k,
     }
     for users in batch_sizes:

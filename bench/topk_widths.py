@@ -19,7 +19,6 @@ Writes ``bench/results/topk_widths.json``.
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import json
 import os
 import time
@@ -30,7 +29,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from bench.common import cpu_description, write_results
+from bench.common import cpu_description, header, write_results
 from models.blocks import padded_batch
 from models.data import Histories, from_dataset
 from models.datasets import load
@@ -60,9 +59,7 @@ def run(batch_sizes: list[int], repeats: int) -> dict[str, Any]:
     model = SASRec(SASRecConfig(epochs=1, progress=False)).fit(split.train)
     out: dict[str, Any] = {
         "dataset": f"{ds.name}: {len(model.item_ids):,} items",
-        "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
-        "machine": cpu_description(),
-        "load_average_1m_at_start": os.getloadavg()[0],
+        **header(cpu_description()),
         "train_one_epoch_s": time.perf_counter() - began,
     }
     rng = np.random.default_rng(0)
