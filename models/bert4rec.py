@@ -56,7 +56,7 @@ class BERT4RecNet(SequenceNet):
         mask = torch.full_like(ids[:, :1], self.mask_token)
         ids = torch.cat([ids[:, -keep:], mask], dim=1)  # [B, L']
         times = torch.cat([times[:, -keep:], times[:, -1:]], dim=1)
-        h = self.encoder(ids, times)[:, -1]  # [B, d]
+        h = self.encoder(ids, times, last_only=True)[:, -1]  # [B, d]
         return h @ self.encoder.items().T
 
 

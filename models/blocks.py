@@ -153,8 +153,17 @@ class ItemEncoder(nn.Module):
             return table[: self.n_items + 1]
         return self.embed(torch.arange(self.n_items + 1, device=self.item.weight.device))
 
-    def forward(self, ids: torch.Tensor, times: torch.Tensor | None = None) -> torch.Tensor:
-        """ids [B, L] left-padded with 0 -> hidden states [B, L, hidden]."""
+    def forward(
+        self, ids: torch.Tensor, times: torch.Tensor | None = None, last_only: bool = False
+    ) -> torch.Tensor:
+        """ids [B, L] left-padded with 0 -> hidden states [B, L, hidden].
+
+        ``last_only``: the hidden state of the last position alone, [B, 1, hidden], what
+        scoring the next item reads. The last block then attends from that one position
+        and runs its feed-forward on it alone, which a full pass would do for every
+        position only to discard them. The result is the same, and a scoring pass over
+        20-200 Toys histories takes 18-28 % less (``python -m bench.last_position``).
+        """
         _, length = ids.shape
         positions = torch.arange(self.config.maxlen - length, self.config.maxlen, device=ids.device)
         table = self._tokens()
@@ -172,8 +181,12 @@ class ItemEncoder(nn.Module):
             blocked = blocked | future
         blocked = blocked & ~torch.eye(length, dtype=torch.bool, device=ids.device)
         mask = blocked.repeat_interleave(self.config.heads, dim=0)
-        h = self.blocks(x, mask=mask)
-        return self.norm(h)
+        if not last_only:
+            return self.norm(self.blocks(x, mask=mask))
+        *front, final = self.blocks.layers
+        for layer in front:
+            x = layer(x, src_mask=mask)
+        return self.norm(_last_position(final, x, mask[:, -1:]))
 
 
 def _width_class(length: int, maxlen: int) -> int:
@@ -242,3 +255,18 @@ def padded_batch(histories: Histories, maxlen: int) -> tuple[torch.Tensor, torch
     ids = torch.from_numpy(histories.padded(length).astype(np.int64))
     times = torch.from_numpy(histories.padded(length, histories.times))
     return ids, times
+
+
+def _last_position(
+    layer: nn.TransformerEncoderLayer, x: torch.Tensor, mask: torch.Tensor
+) -> torch.Tensor:
+    """``layer(x, src_mask=...)[:, -1:]`` of a pre-norm layer, computed for that row alone.
+
+    ``mask`` is the last row of the full mask, [B * heads, 1, L]. Keys and values still
+    come from every position; only the query, the residual and the feed-forward are
+    cut to the last one.
+    """
+    h = layer.norm1(x)
+    attended = layer.self_attn(h[:, -1:], h, h, attn_mask=mask, need_weights=False)[0]
+    y = x[:, -1:] + layer.dropout1(attended)
+    return y + layer._ff_block(layer.norm2(y))

@@ -100,7 +100,7 @@ class SASRecNet(SequenceNet):
 
     def scores(self, ids: torch.Tensor, times: torch.Tensor) -> torch.Tensor:
         """Next-item scores after each sequence: [B, n_items + 1]."""
-        h = self.encoder(ids, times)[:, -1]  # [B, d]
+        h = self.encoder(ids, times, last_only=True)[:, -1]  # [B, d]
         return h @ self.encoder.items().T
 
 

@@ -8,6 +8,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from models.blocks import EncoderConfig, ItemEncoder
 from models.data import from_dataset, from_lists
 from models.datasets import generate
 from models.sasrec import SASRec, SASRecConfig
@@ -101,6 +102,23 @@ def test_the_fused_item_table_follows_every_change_to_what_it_fuses(model: SASRe
         cats[2] = 0
         encoder.set_side_features({"categories": cats, "price_buckets": encoder.price_buckets})
         assert torch.equal(encoder.items()[2], fresh()[2])
+
+
+@pytest.mark.parametrize("heads", [1, 2])
+@pytest.mark.parametrize("causal", [True, False])
+def test_the_last_position_alone_is_the_full_pass_cut_to_it(heads: int, causal: bool) -> None:
+    torch.manual_seed(heads)
+    config = EncoderConfig(hidden=32, heads=heads, blocks=3, maxlen=20)
+    encoder = ItemEncoder(config, n_items=50, n_tokens=52, n_categories=4, causal=causal).eval()
+    ids = torch.randint(1, 51, (6, 20))
+    ids[1, :15] = 0  # left padding of every length, down to a single item
+    ids[2, :19] = 0
+    ids[3, :10] = 0
+    with torch.no_grad():
+        full = encoder(ids)[:, -1]
+        last = encoder(ids, last_only=True)
+    assert last.shape == (6, 1, 32)
+    assert torch.allclose(last[:, 0], full, atol=1e-5)
 
 
 @settings(max_examples=60, deadline=None)
