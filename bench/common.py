@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import datetime as dt
 import json
@@ -15,7 +16,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import IO, Any, Self
 from urllib.parse import urlsplit
@@ -40,6 +41,24 @@ def write_results(name: str, results: Mapping[str, Any], directory: Path = RESUL
     path = directory / f"{name}.json"
     path.write_text(json.dumps(results, indent=2) + "\n")
     return path
+
+
+def batches_main(
+    name: str,
+    doc: str,
+    run: Callable[[list[int], int], Mapping[str, Any]],
+    users: list[int],
+    repeats: int,
+) -> None:
+    """Command line of a benchmark that times batches of ``--users`` users, best of
+    ``--repeats``: runs it, writes its figures and prints them."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+    parser.add_argument("--users", type=int, nargs="+", default=users)
+    parser.add_argument("--repeats", type=int, default=repeats)
+    args = parser.parse_args()
+    result = run(args.users, args.repeats)
+    write_results(name, result)
+    print(json.dumps(result, indent=2))
 
 
 def settings_from_env() -> Settings:

@@ -17,15 +17,13 @@ Writes ``bench/results/last_position.json``.
 
 from __future__ import annotations
 
-import argparse
-import json
 import time
 from functools import partial
 from typing import Any
 
 import torch
 
-from bench.common import cpu_description, header, write_results
+from bench.common import batches_main, cpu_description, header
 from bench.topk_widths import _best_ms
 from models.data import from_dataset
 from models.datasets import load
@@ -84,13 +82,7 @@ def run(batch_sizes: list[int], repeats: int) -> dict[str, Any]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--users", type=int, nargs="+", default=[20, 55, 200])
-    parser.add_argument("--repeats", type=int, default=50)
-    args = parser.parse_args()
-    result = run(args.users, args.repeats)
-    write_results("last_position", result)
-    print(json.dumps(result, indent=2))
+    batches_main("last_position", __doc__ or "", run, [20, 55, 200], 50)
 
 
 if __name__ == "__main__":

@@ -16,14 +16,12 @@ Writes ``bench/results/topk_select.json``.
 
 from __future__ import annotations
 
-import argparse
-import json
 from functools import partial
 from typing import Any
 
 import torch
 
-from bench.common import cpu_description, header, write_results
+from bench.common import batches_main, cpu_description, header
 from bench.topk_widths import _best_ms
 from models.datasets import load
 from models.serving import _best
@@ -65,13 +63,7 @@ def run(batch_sizes: list[int], repeats: int) -> dict[str, Any]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--users", type=int, nargs="+", default=[48, 200, 500])
-    parser.add_argument("--repeats", type=int, default=50)
-    args = parser.parse_args()
-    result = run(args.users, args.repeats)
-    write_results("topk_select", result)
-    print(json.dumps(result, indent=2))
+    batches_main("topk_select", __doc__ or "", run, [48, 200, 500], 50)
 
 
 if __name__ == "__main__":

@@ -18,8 +18,6 @@ Writes ``bench/results/topk_widths.json``.
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
 import time
 from collections.abc import Callable
@@ -29,7 +27,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from bench.common import cpu_description, header, write_results
+from bench.common import batches_main, cpu_description, header
 from models.blocks import padded_batch
 from models.data import Histories, from_dataset
 from models.datasets import load
@@ -111,13 +109,7 @@ def _grouped_scores(model: SASRec, chunks: list[Histories]) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--users", type=int, nargs="+", default=[40, 500])
-    parser.add_argument("--repeats", type=int, default=5)
-    args = parser.parse_args()
-    result = run(args.users, args.repeats)
-    write_results("topk_widths", result)
-    print(json.dumps(result, indent=2))
+    batches_main("topk_widths", __doc__ or "", run, [40, 500], 5)
 
 
 if __name__ == "__main__":
