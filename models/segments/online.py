@@ -93,6 +93,22 @@ def seed_model(
     return SegmentModel(version, fitted.cluster_centers_.astype(np.float64), counts, scaler)
 
 
+class _KMeans(cluster.KMeans):
+    """River's `KMeans`, told which centre is nearest when the caller knows it.
+
+    `OnlineKMeans` finds the nearest centre on a numpy copy of the centres before each
+    update (the step size depends on it); River's own search walks every centre's dict
+    again, for the same answer, at several times the cost. River still moves the centre.
+    """
+
+    nearest: int | None = None
+
+    def predict_one(self, x: dict[Any, float]) -> int:
+        if self.nearest is not None:
+            return self.nearest
+        return int(super().predict_one(x))
+
+
 class OnlineKMeans:
     """River's `KMeans` started from a `SegmentModel`, recording what it changes."""
 
@@ -107,7 +123,7 @@ class OnlineKMeans:
         """Take the shared state as the new starting point (drops local, unsent changes)."""
         self.model = model
         k, dim = model.centroids.shape
-        self._river = cluster.KMeans(n_clusters=k, halflife=1.0, p=2, seed=self._seed)
+        self._river = _KMeans(n_clusters=k, halflife=1.0, p=2, seed=self._seed)
         rng = random.Random(self._seed)
         fill = functools.partial(rng.gauss, 0.0, 1.0)
         # River adds a feature lazily with a random coordinate; every feature is set here,
@@ -120,14 +136,18 @@ class OnlineKMeans:
         self._learnt = np.zeros(k)
         # A copy of River's centers as a matrix, kept in step after each update: the step
         # size depends on which centroid is nearest, and finding it here costs a tenth of
-        # River's dict-based search (which learn_predict_one runs once more anyway).
+        # River's dict-based search, which is then skipped.
         self._mirror = model.centroids.copy()
 
     def learn_predict(self, x: np.ndarray) -> tuple[int, float]:
         """Move the nearest centroid towards ``x``; its segment and distance after the move."""
         nearest = int(((self._mirror - x) ** 2).sum(axis=1).argmin())
         self._river.halflife = max(1.0 / (self._counts[nearest] + 1.0), self.min_rate)
-        segment = int(self._river.learn_predict_one(dict(enumerate(x.tolist()))))
+        self._river.nearest = nearest
+        try:
+            segment = int(self._river.learn_predict_one(dict(enumerate(x.tolist()))))
+        finally:
+            self._river.nearest = None
         self._counts[segment] += 1.0
         self._learnt[segment] += 1.0
         center = self._river.centers[segment]

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from collections import defaultdict
+
 import numpy as np
+from river import cluster
 
 from models.segments.online import OnlineKMeans, SegmentModel, seed_model
 
@@ -24,6 +27,22 @@ def test_learning_moves_rivers_centers_and_the_copy_alike() -> None:
     shift, counts = km.delta()
     np.testing.assert_allclose(km.model.centroids + shift, river)
     assert counts.sum() == 400
+
+
+def test_each_update_is_the_one_river_makes_on_its_own() -> None:
+    """The nearest centre handed to River is the one River's own search finds."""
+    x, _ = blobs(800, 2)
+    km = OnlineKMeans(seed_model(x[:200], 3, "v"), min_rate=0.05)
+    plain = cluster.KMeans(n_clusters=3, halflife=1.0, p=2, seed=0)
+    plain.centers = {
+        c: defaultdict(float, enumerate(km.model.centroids[c].tolist())) for c in range(3)
+    }
+    for row in x[200:]:
+        segment, _ = km.learn_predict(row)
+        plain.halflife = km._river.halflife  # the step size the update just used
+        assert plain.learn_predict_one(dict(enumerate(row.tolist()))) == segment
+    river = np.array([[plain.centers[c][i] for i in range(3)] for c in range(3)])
+    np.testing.assert_allclose(km.centroids(), river)
 
 
 def test_summed_shifts_of_two_copies_track_one_sequential_learner() -> None:
