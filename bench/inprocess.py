@@ -37,11 +37,8 @@ from bench.common import (
     tag,
     write_results,
 )
-from models.data import from_dataset
-from models.datasets import load
+from bench.topk_widths import one_epoch_toys
 from models.registry import Registry
-from models.sasrec import SASRec, SASRecConfig
-from models.split import leave_one_out
 from schemas.codec import Codec
 from streams.processor import Message, Processor
 from streams.services import start_redis
@@ -94,11 +91,7 @@ async def _round(
 
 async def run(events: int, batches: list[int], rounds: int, warm: int) -> dict[str, Any]:
     torch.set_num_threads(1)
-    ds = load("toys")
-    began = time.perf_counter()
-    split = leave_one_out(from_dataset(ds))
-    model = SASRec(SASRecConfig(epochs=1, progress=False)).fit(split.train)
-    trained = time.perf_counter() - began
+    ds, _, model, trained = one_epoch_toys()
     base = settings_from_env()
     out: dict[str, Any] = {
         "dataset": f"{ds.name}: {len(ds.products):,} items, {events:,} purchases timed",

@@ -17,19 +17,15 @@ Writes ``bench/results/last_position.json``.
 
 from __future__ import annotations
 
-import time
 from functools import partial
 from typing import Any
 
 import torch
 
 from bench.common import batches_main, cpu_description, header
-from bench.topk_widths import _best_ms
-from models.data import from_dataset
-from models.datasets import load
-from models.sasrec import SASRec, SASRecConfig, SASRecNet
+from bench.topk_widths import _best_ms, one_epoch_toys
+from models.sasrec import SASRecNet
 from models.serving import _left_padded, top_k
-from models.split import leave_one_out
 from streams.settings import Settings
 
 
@@ -46,16 +42,13 @@ def _last_only(net: SASRecNet, ids: torch.Tensor, stamps: torch.Tensor) -> torch
 
 def run(batch_sizes: list[int], repeats: int) -> dict[str, Any]:
     torch.set_num_threads(1)
-    ds = load("toys")
-    began = time.perf_counter()
-    split = leave_one_out(from_dataset(ds))
-    model = SASRec(SASRecConfig(epochs=1, progress=False)).fit(split.train)
+    ds, split, model, trained = one_epoch_toys()
     net = model.net
     assert isinstance(net, SASRecNet)
     out: dict[str, Any] = {
         "dataset": f"{ds.name}: {len(model.item_ids):,} items, test users' histories",
         **header(cpu_description()),
-        "train_one_epoch_s": time.perf_counter() - began,
+        "train_one_epoch_s": trained,
     }
     test = split.test.inputs
     maxlen, k = model.config.maxlen, Settings(**{}).candidates
