@@ -3,7 +3,7 @@
 Tells the worker's share of an end-to-end latency from the broker's: one producer at
 ``--rate`` records/s into a fresh topic, one consumer reading it, no worker between.
 
-    python -m bench.broker_latency [--rate 1000] [--seconds 35]
+    python -m bench.broker_latency [--rate 1000] [--seconds 35] [--fetch-max-wait-ms 25]
 
 Writes ``bench/results/broker_latency.json``.
 """
@@ -22,6 +22,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from bench.common import machine, write_results
 from streams.embedded import EmbeddedStack
+from streams.settings import Settings
 from streams.topics import ensure_topics
 
 WINDOW_S = 5
@@ -33,15 +34,22 @@ async def measure(
     partitions: int = 4,
     bootstrap_servers: str | None = None,
     redis_url: str | None = None,
+    fetch_max_wait_ms: int | None = None,
 ) -> dict[str, object]:
-    """The configured broker when given, else an embedded one started for the run."""
+    """The configured broker when given, else an embedded one started for the run; the
+    consumer waits per fetch as a worker does (``fetch_max_wait_ms``, the worker's
+    default when not given)."""
+    if fetch_max_wait_ms is None:
+        fetch_max_wait_ms = Settings.model_fields["fetch_max_wait_ms"].default
     n = int(rate * seconds)
     async with EmbeddedStack(bootstrap_servers, redis_url) as stack:
         bootstrap = stack.bootstrap_servers
         topic = f"broker-latency-{uuid.uuid4().hex[:8]}"
         await ensure_topics(bootstrap, {topic: partitions})
         consumer = AIOKafkaConsumer(
-            bootstrap_servers=bootstrap, enable_auto_commit=False, fetch_max_wait_ms=5
+            bootstrap_servers=bootstrap,
+            enable_auto_commit=False,
+            fetch_max_wait_ms=fetch_max_wait_ms,
         )
         producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5, acks="all")
         await consumer.start()
@@ -78,6 +86,7 @@ async def measure(
             "dataset": f"{n:,} records of a few bytes at {rate:,.0f}/s, {partitions} partitions",
             "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
             "machine": await machine(stack),
+            "fetch_max_wait_ms": fetch_max_wait_ms,
         }
     per = int(rate * WINDOW_S)
     order = [str(i).encode() for i in range(n)]
@@ -95,8 +104,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rate", type=float, default=1000.0)
     parser.add_argument("--seconds", type=float, default=35.0)
+    parser.add_argument("--fetch-max-wait-ms", type=int, default=None)
     args = parser.parse_args()
-    result = asyncio.run(measure(args.rate, args.seconds))
+    result = asyncio.run(measure(args.rate, args.seconds, fetch_max_wait_ms=args.fetch_max_wait_ms))
     write_results("broker_latency", result)
     print(json.dumps(result, indent=2))
 

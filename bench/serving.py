@@ -140,6 +140,7 @@ async def run(opts: Options | None = None, results_dir: Path | None = None) -> d
             opts.broker_seconds,
             bootstrap_servers=base.kafka_bootstrap_servers,
             redis_url=base.redis_url,
+            fetch_max_wait_ms=base.fetch_max_wait_ms,
         )
         out["broker_p50_ms"] = broker["p50_ms"]
         out["broker_p99_ms"] = broker["p99_ms"]

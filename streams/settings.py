@@ -120,7 +120,10 @@ class Settings(BaseSettings):
 
     batch_size: int = Field(2000, ge=1)
     batch_within_s: float = Field(0.005, gt=0)
-    fetch_max_wait_ms: int = Field(5, ge=0)
+    # Tansu answers a fetch after part of this wait even when records are there, so it
+    # bounds latency; yet 5 ms gave a higher p99 than 25 ms in every paired run, the
+    # broker alone and the worker alike (BENCHMARKS.md, serving).
+    fetch_max_wait_ms: int = Field(25, ge=0)
     stream_buffer_maxsize: int = Field(8192, ge=1)
     # Largest record a worker sends (Kafka's max.request.size): a larger output is refused,
     # and the events behind it go to the dead-letter topic with the reason.
