@@ -20,9 +20,8 @@ import uuid
 import numpy as np
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-from bench.common import machine, write_results
+from bench.common import machine, settings_from_env, write_results
 from streams.embedded import EmbeddedStack
-from streams.settings import Settings
 from streams.topics import ensure_topics
 
 WINDOW_S = 5
@@ -38,9 +37,9 @@ async def measure(
 ) -> dict[str, object]:
     """The configured broker when given, else an embedded one started for the run; the
     consumer waits per fetch as a worker does (``fetch_max_wait_ms``, the worker's
-    default when not given)."""
+    setting from the environment when not given)."""
     if fetch_max_wait_ms is None:
-        fetch_max_wait_ms = Settings.model_fields["fetch_max_wait_ms"].default
+        fetch_max_wait_ms = settings_from_env().fetch_max_wait_ms
     n = int(rate * seconds)
     async with EmbeddedStack(bootstrap_servers, redis_url) as stack:
         bootstrap = stack.bootstrap_servers
