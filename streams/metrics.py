@@ -34,6 +34,11 @@ HTTP_SECONDS = Histogram(
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 1.0),
     registry=REGISTRY,
 )
+HTTP_SHED = Counter(
+    "reco_http_shed",
+    "Recommendation requests answered 503 because too many were in flight",
+    registry=REGISTRY,
+)
 MODEL = Info("reco_model", "Model version serving (and its canary)", registry=REGISTRY)
 MODEL_SWAPS = Counter("reco_model_swaps", "Model versions swapped in", registry=REGISTRY)
 MODEL_REJECTED = Counter(

@@ -133,6 +133,10 @@ class Settings(BaseSettings):
     session_timeout_s: float = Field(10.0, gt=0)
     web_port: int = Field(6066, ge=0)
     web_enabled: bool = False
+    # Recommendation requests answered at once; more get 503 straight away. They share
+    # the event loop with the stream: without a bound, a flood of requests slows both
+    # without limit instead of turning some requests away.
+    web_max_in_flight: int = Field(16, ge=1)
 
     @classmethod
     def topic_fields(cls) -> list[str]:

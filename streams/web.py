@@ -66,38 +66,58 @@ def register_routes(
 ) -> None:
     """Add the API's views to ``app``'s web server."""
 
-    def error(view: web.View, status: int, message: str) -> web.Response:
-        return view.json({"error": message}, status=status)
+    def error(
+        view: web.View, status: int, message: str, headers: dict[str, str] | None = None
+    ) -> web.Response:
+        return view.json({"error": message}, status=status, headers=headers)
+
+    in_flight = 0
 
     @app.page("/users/{user_id}/recommendations", name="recommendations")
     async def recommendations(view: web.View, request: web.Request, user_id: str) -> web.Response:
+        nonlocal in_flight
         with metrics.HTTP_SECONDS.labels("recommendations").time():
             try:
                 check_id("user_id", user_id)
                 k = parse_k(request.query.get("k"), settings.top_k, settings.candidates)
             except (InvalidEventError, ValueError) as exc:
                 return error(view, 400, str(exc))
+            if in_flight >= settings.web_max_in_flight:
+                metrics.HTTP_SHED.inc()
+                return error(
+                    view,
+                    503,
+                    f"busy: {in_flight} requests in flight (RECO_WEB_MAX_IN_FLIGHT)",
+                    {"Retry-After": "1"},
+                )
+            in_flight += 1
             try:
-                async with asyncio.timeout(REDIS_TIMEOUT_S):
-                    proc = await processor()
-                    uid = proc.pseudonym(user_id)
-                    history = await proc.store.history(uid)
-                    [answer] = await proc.serving.recommend([uid], [history], k)
-                    segment = (await proc.serving.segments.segments_of([uid])).get(uid)
-            except UNAVAILABLE as exc:
-                log.warning("recommendations unavailable: %s", exc)
-                return error(view, 503, "state store unavailable")
-            body: dict[str, Any] = {
-                "user_id": user_id,
-                "model_version": answer.version,
-                "path": answer.path,
-                "segment": segment,
-                "items": [
-                    {"item_id": r.item_id, "score": r.score, "reason": reason_text(r)}
-                    for r in answer.items
-                ],
-            }
-            return view.json(body)
+                return await respond(view, user_id, k)
+            finally:
+                in_flight -= 1
+
+    async def respond(view: web.View, user_id: str, k: int) -> web.Response:
+        try:
+            async with asyncio.timeout(REDIS_TIMEOUT_S):
+                proc = await processor()
+                uid = proc.pseudonym(user_id)
+                history = await proc.store.history(uid)
+                [answer] = await proc.serving.recommend([uid], [history], k)
+                segment = (await proc.serving.segments.segments_of([uid])).get(uid)
+        except UNAVAILABLE as exc:
+            log.warning("recommendations unavailable: %s", exc)
+            return error(view, 503, "state store unavailable")
+        body: dict[str, Any] = {
+            "user_id": user_id,
+            "model_version": answer.version,
+            "path": answer.path,
+            "segment": segment,
+            "items": [
+                {"item_id": r.item_id, "score": r.score, "reason": reason_text(r)}
+                for r in answer.items
+            ],
+        }
+        return view.json(body)
 
     @app.page("/health", name="health")
     async def health(view: web.View, request: web.Request) -> web.Response:

@@ -18,6 +18,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from models.datasets import generate
 from schemas.codec import Codec
+from streams.metrics import REGISTRY
 from streams.probes import free_port
 from streams.serving.serve import BASELINE_VERSION, TRENDING_VERSION
 from streams.settings import Settings
@@ -195,3 +196,37 @@ def test_redis_down_gives_503_not_a_crash() -> None:
     )
     assert first[0] == again[0] == 503
     assert "error" in first[1]
+
+
+@pytest.mark.integration
+def test_requests_beyond_the_bound_get_503_at_once(
+    redis_url: str, redis_client: redis.Redis
+) -> None:
+    s = Settings(pseudonym_secret="k", web_enabled=True, web_max_in_flight=1)
+    app = create_app(s, "127.0.0.1:9", redis_url)
+    shed = REGISTRY.get_sample_value("reco_http_shed_total") or 0.0
+
+    async def calls() -> tuple[list[tuple[int, str | None, Any]], int]:
+        server = TestServer(app.web.web_app)  # type: ignore[attr-defined]
+        async with TestClient(server) as client:
+
+            async def get(user: str) -> tuple[int, str | None, Any]:
+                resp = await client.get(recommendations_path(user))
+                return resp.status, resp.headers.get("Retry-After"), await resp.json()
+
+            # Redis holds every command for a while: the one admitted request stays in
+            # flight, so the others arrive while it is.
+            redis_client.client_pause(1500, all=True)
+            answers = list(await asyncio.gather(*(get(f"u{i}") for i in range(3))))
+            after, _, _ = await get("u9")
+        return answers, after
+
+    answers, after = asyncio.run(calls())
+    statuses = sorted(status for status, _, _ in answers)
+    assert statuses == [200, 503, 503], answers
+    for status, retry_after, body in answers:
+        if status == 503:
+            assert retry_after == "1"
+            assert body["error"].startswith("busy: 1 requests in flight")
+    assert after == 200  # the bound counts requests in flight, not requests served
+    assert REGISTRY.get_sample_value("reco_http_shed_total") == shed + 2
