@@ -70,12 +70,31 @@ def _hybrid(split: Split, overrides: Mapping[str, Any]) -> Recommender:
     return Hybrid(HybridConfig(**{"holdout": split.kind, **overrides}))
 
 
+def _hybrid_sasrec(split: Split, overrides: Mapping[str, Any]) -> Recommender:
+    """The hybrid with SASRec as a third candidate generator, fit once (``FitOnce``).
+
+    Its SASRec is built as the ``sasrec`` row's is, with that row's overrides, which
+    ``run`` passes here under the key ``"sasrec"``.
+    """
+    from models.baselines import FitOnce, Hybrid, HybridConfig
+
+    own = dict(overrides)
+    sasrec = own.pop("sasrec", {})
+    model = Hybrid(
+        HybridConfig(**{"holdout": split.kind, **own}),
+        extra=[FitOnce(lambda: MODELS["sasrec"](split, sasrec))],
+    )
+    model.name = "hybrid-sasrec"
+    return model
+
+
 MODELS: dict[str, Factory] = {
     "most-popular": _baseline("MostPopular", "MostPopularConfig"),
     "recent-popular": _baseline("RecentPopular", "RecentPopularConfig"),
     "item-knn": _baseline("ItemKNN", "ItemKNNConfig"),
     "als": _baseline("ALS", "ALSConfig"),
     "hybrid": _hybrid,
+    "hybrid-sasrec": _hybrid_sasrec,
     "sasrec": _sasrec(),
     "sasrec-plain": _sasrec(features=()),
     "sasrec-timegap": _sasrec(features=("category", "price", "timegap")),
@@ -90,8 +109,12 @@ DEFAULT_MODELS = (
     "als",
     "hybrid",
     "sasrec",
+    "hybrid-sasrec",
     "bert4rec",
 )
+# A model built around another takes that one's overrides too (``--set sasrec.x=...``
+# sets the SASRec inside the hybrid as well as the SASRec row).
+EMBEDS = {"hybrid-sasrec": "sasrec"}
 COLUMNS = (
     ("HR@10", "HR@10", "{:.4f}"),
     ("NDCG@10", "NDCG@10", "{:.4f}"),
@@ -226,7 +249,10 @@ def run(
     progress(f"{raw.name}: {data.n_users:,} users, {data.catalogue.n_items:,} items, {chosen.kind}")
     rows, metric_seconds = [], 0.0
     for name in models:
-        model = MODELS[name](chosen, (overrides or {}).get(name, {}))
+        own = dict((overrides or {}).get(name, {}))
+        if name in EMBEDS:
+            own[EMBEDS[name]] = (overrides or {}).get(EMBEDS[name], {})
+        model = MODELS[name](chosen, own)
         with peak_rss() as memory:
             fit_started = time.perf_counter()
             model.fit(chosen.train, chosen.valid)

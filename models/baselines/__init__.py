@@ -1,7 +1,7 @@
 """Baseline recommenders: popularity, item-item kNN, ALS and a LightGBM-reranked hybrid."""
 
 from models.baselines.als import ALS, ALSConfig
-from models.baselines.hybrid import GeneratorFactory, Hybrid, HybridConfig
+from models.baselines.hybrid import FitOnce, GeneratorFactory, Hybrid, HybridConfig
 from models.baselines.itemknn import ItemKNN, ItemKNNConfig
 from models.baselines.popular import (
     MostPopular,
@@ -13,6 +13,7 @@ from models.baselines.popular import (
 __all__ = [
     "ALS",
     "ALSConfig",
+    "FitOnce",
     "GeneratorFactory",
     "Hybrid",
     "HybridConfig",

@@ -58,6 +58,32 @@ def test_sasrec_learns_a_horizon_on_temporal_splits_only(eventlog: Path) -> None
     assert build(temporal, {"loss": "bce"}).config.horizon_days is None  # type: ignore[attr-defined]
 
 
+def test_the_hybrid_with_sasrec_runs_in_the_benchmark(eventlog: Path) -> None:
+    pairs = ["sasrec.epochs=2", "sasrec.progress=false", "sasrec.hidden=16"]
+    overrides = parse_overrides([*pairs, "hybrid-sasrec.candidates=30"])
+    result = run(str(eventlog), ["hybrid-sasrec"], None, overrides, progress=lambda _: None)
+    [row] = result.rows
+    assert row.model == "hybrid-sasrec"
+    assert 0.0 <= row.figures["NDCG@10"] <= row.figures["HR@10"] <= 1.0
+
+
+def test_hybrid_sasrec_builds_its_sasrec_as_the_sasrec_row(eventlog: Path) -> None:
+    from models.baselines import FitOnce, Hybrid
+    from models.benchmark import MODELS
+    from models.data import from_dataset
+    from models.datasets import load
+    from models.sasrec import SASRec
+    from models.split import make_split
+
+    split = make_split(from_dataset(load(str(eventlog))), "temporal")
+    model = MODELS["hybrid-sasrec"](split, {"candidates": 30, "sasrec": {"hidden": 16}})
+    assert isinstance(model, Hybrid) and model.config.candidates == 30
+    assert model.name == "hybrid-sasrec" and isinstance(model.factories[-1], FitOnce)
+    inner = model.factories[-1]()
+    assert isinstance(inner, SASRec) and inner.config.hidden == 16
+    assert inner.config.horizon_days is not None  # type: ignore[attr-defined]
+
+
 def test_unknown_models_and_bad_overrides_are_named(eventlog: Path) -> None:
     with pytest.raises(ValueError, match="unknown models"):
         run(str(eventlog), ["nope"])

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+from typing import Self
+
 import numpy as np
 import pytest
 
 from models.baselines.als import ALS, ALSConfig
 from models.baselines.features import top_k
-from models.baselines.hybrid import Hybrid, HybridConfig, merge_ranked
+from models.baselines.hybrid import FitOnce, Hybrid, HybridConfig, merge_ranked
 from models.baselines.popular import MostPopular
 from models.data import Catalogue, Interactions, from_lists
-from models.split import Split, leave_one_out
+from models.split import EvalSet, Split, leave_one_out
 from schemas.errors import ConfigError
 from tests.models.baselines.conftest import Scorer
 
@@ -104,6 +106,27 @@ def test_extra_generators_join_the_features_and_names_must_differ(shop: Split) -
     assert np.isfinite(extended.score(shop.test.inputs.slice(0, 5))[:, 1:]).all()
     with pytest.raises(ConfigError, match="names must differ"):
         Hybrid(FAST, extra=[lambda: ALS(FAST.als)]).fit(shop.train)
+
+
+def test_a_fit_once_generator_is_fit_without_the_held_out_end_and_kept(shop: Split) -> None:
+    fits: list[tuple[int, bool]] = []
+
+    class Counted(MostPopular):
+        def fit(self, train: Interactions, valid: EvalSet | None = None) -> Self:
+            fits.append((len(train.histories.items), valid is not None))
+            return super().fit(train, valid)
+
+    model = Hybrid(FAST, extra=[FitOnce(Counted)]).fit(shop.train, shop.valid)
+    rest, _ = model._hold_out(shop.train)
+    assert fits == [(len(rest.histories.items), True)]  # once, on the data without its end
+    assert model.generators[-1].name == "most-popular"
+    assert len(rest.histories.items) < len(shop.train.histories.items)
+    assert {"most-popular_score", "most-popular_rank"} <= set(model.feature_names)
+    twice = Hybrid(FAST, extra=[Counted]).fit(shop.train, shop.valid)
+    assert [n for n, _ in fits[1:]] == [len(rest.histories.items), len(shop.train.histories.items)]
+    inputs = shop.test.inputs.slice(0, 50)
+    assert np.isfinite(model.score(inputs)[:, 1:]).all()
+    assert np.isfinite(twice.score(inputs)[:, 1:]).all()
 
 
 def test_temporal_holdout_trains_on_the_last_time_window(shop: Split) -> None:
