@@ -29,7 +29,8 @@ EVENT_LATENCY = Histogram(
 )
 HTTP_SECONDS = Histogram(
     "reco_http_seconds",
-    "HTTP request time, by route",
+    "HTTP request time, by route; recommendation requests refused (400) or shed (503 busy) "
+    "are not timed",
     ["route"],
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 1.0),
     registry=REGISTRY,

@@ -76,25 +76,27 @@ def register_routes(
     @app.page("/users/{user_id}/recommendations", name="recommendations")
     async def recommendations(view: web.View, request: web.Request, user_id: str) -> web.Response:
         nonlocal in_flight
-        with metrics.HTTP_SECONDS.labels("recommendations").time():
-            try:
-                check_id("user_id", user_id)
-                k = parse_k(request.query.get("k"), settings.top_k, settings.candidates)
-            except (InvalidEventError, ValueError) as exc:
-                return error(view, 400, str(exc))
-            if in_flight >= settings.web_max_in_flight:
-                metrics.HTTP_SHED.inc()
-                return error(
-                    view,
-                    503,
-                    f"busy: {in_flight} requests in flight (RECO_WEB_MAX_IN_FLIGHT)",
-                    {"Retry-After": "1"},
-                )
-            in_flight += 1
-            try:
+        try:
+            check_id("user_id", user_id)
+            k = parse_k(request.query.get("k"), settings.top_k, settings.candidates)
+        except (InvalidEventError, ValueError) as exc:
+            return error(view, 400, str(exc))
+        if in_flight >= settings.web_max_in_flight:
+            # Not timed: a flood of instant refusals would pull the latency
+            # histogram down just when the answered requests slow.
+            metrics.HTTP_SHED.inc()
+            return error(
+                view,
+                503,
+                f"busy: {in_flight} requests in flight (RECO_WEB_MAX_IN_FLIGHT)",
+                {"Retry-After": "1"},
+            )
+        in_flight += 1
+        try:
+            with metrics.HTTP_SECONDS.labels("recommendations").time():
                 return await respond(view, user_id, k)
-            finally:
-                in_flight -= 1
+        finally:
+            in_flight -= 1
 
     async def respond(view: web.View, user_id: str, k: int) -> web.Response:
         try:

@@ -205,6 +205,8 @@ def test_requests_beyond_the_bound_get_503_at_once(
     s = Settings(pseudonym_secret="k", web_enabled=True, web_max_in_flight=1)
     app = create_app(s, "127.0.0.1:9", redis_url)
     shed = REGISTRY.get_sample_value("reco_http_shed_total") or 0.0
+    timed_key = ("reco_http_seconds_count", {"route": "recommendations"})
+    timed = REGISTRY.get_sample_value(*timed_key) or 0.0
 
     async def calls() -> tuple[list[tuple[int, str | None, Any]], int]:
         server = TestServer(app.web.web_app)  # type: ignore[attr-defined]
@@ -230,3 +232,4 @@ def test_requests_beyond_the_bound_get_503_at_once(
             assert body["error"].startswith("busy: 1 requests in flight")
     assert after == 200  # the bound counts requests in flight, not requests served
     assert REGISTRY.get_sample_value("reco_http_shed_total") == shed + 2
+    assert REGISTRY.get_sample_value(*timed_key) == timed + 2  # the two answered, not the shed
