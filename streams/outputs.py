@@ -12,12 +12,18 @@ from streams.segments import Change
 from streams.serving.serve import Answer, reason_text
 from streams.settings import Settings
 
+# Where an event was read: topic, partition, offset.
+Position = tuple[str, int, int]
+
 
 @dataclass(frozen=True, slots=True)
 class Output:
     topic: str
     key: bytes | None
     value: bytes
+    # The one event this record answers, where there is one: a refused record is then
+    # dead-lettered as that event alone, not as every event of the batch with its key.
+    cause: Position | None = None
 
 
 class Emitter:
@@ -33,11 +39,16 @@ class Emitter:
         uids: Sequence[str],
         answers: Sequence[Answer],
         segment_of: dict[str, int],
+        causes: Sequence[Position | None] | None = None,
     ) -> list[Output]:
-        """One Recommendation per answer, keyed by the user id upstream sent."""
+        """One Recommendation per answer, keyed by the user id upstream sent.
+
+        ``causes`` gives where each record's event was read, for ``Output.cause``.
+        """
         now_ms = self._now_ms()
         out = []
-        for uid, rec, answer in zip(uids, records, answers, strict=True):
+        where = causes if causes is not None else [None] * len(records)
+        for uid, rec, answer, cause in zip(uids, records, answers, where, strict=True):
             value = {
                 "user_id": rec["user_id"],
                 "items": [
@@ -54,6 +65,7 @@ class Emitter:
                     self.settings.topic_recommendations,
                     rec["user_id"].encode(),
                     self.codec.encode("Recommendation", value, validate=False),
+                    cause,
                 )
             )
         return out

@@ -14,7 +14,7 @@ from schemas.validation import validate
 from streams import metrics
 from streams.drift import DriftWatch, Observed
 from streams.evaluation import Evaluator, Verdict, batch_steps
-from streams.outputs import Emitter, Output
+from streams.outputs import Emitter, Output, Position
 from streams.pseudonym import Pseudonymiser
 from streams.segments import Change, Segmenter
 from streams.serving.holder import ModelHolder
@@ -167,6 +167,11 @@ class Processor:
         if any(wanted) or changed:
             histories, finals = replay_batch(batch, result, wanted, self.settings.history_length)
             records = [rec for (_, rec), w in zip(good, wanted, strict=True) if w]
+            causes = [
+                (msg.topic, msg.partition, msg.offset)
+                for (msg, _), w in zip(good, wanted, strict=True)
+                if w
+            ]
             uids = [ev.uid for ev, w in zip(batch, wanted, strict=True) if w]
             # Consent is read once for both steps: a withdrawn user is neither profiled
             # nor given anything personal.
@@ -180,7 +185,7 @@ class Processor:
             answers: list[Answer] = []
             if records:
                 outputs, answers = await self._recommend(
-                    records, uids, histories, withdrawn, segment_of
+                    records, uids, histories, withdrawn, segment_of, causes
                 )
                 out.extend(outputs)
             verdicts: list[Verdict] = []
@@ -285,9 +290,10 @@ class Processor:
         histories: list[list[int]],
         withdrawn: set[str],
         segment_of: dict[str, int],
+        causes: Sequence[Position],
     ) -> tuple[list[Output], list[Answer]]:
         answers = await self.serving.recommend(uids, histories, withdrawn=withdrawn)
-        outputs = self.emit.recommendations(records, uids, answers, segment_of)
+        outputs = self.emit.recommendations(records, uids, answers, segment_of, causes)
         self._count("recommendations", len(outputs))
         return outputs, answers
 

@@ -377,15 +377,19 @@ def dead_letters_for(
 ) -> list[Output]:
     """Dead letters of the events behind outputs the broker refused, once per event.
 
-    An output keyed like some of the batch's events (a recommendation, keyed by its
-    user as the purchase was) came from those; one with no such event (an alert about
-    the whole batch) from every event of it. The events' state is already applied, so
-    the reason says so: replaying a dead letter repeats nothing but its outputs.
+    An output that names its cause (a recommendation) came from that event; one keyed
+    like some of the batch's events (a segment change, keyed by its user) from those;
+    one with neither (an alert about the whole batch) from every event of it. The
+    events' state is already applied, so the reason says so: replaying a dead letter
+    repeats nothing but its outputs.
     """
     now_ms = int(proc.clock() * 1000)
     letters: dict[tuple[str, int, int], Output] = {}
     for output, exc in refused:
-        mine = [m for m in msgs if output.key is not None and m.key == output.key]
+        if output.cause is not None:
+            mine = [m for m in msgs if (m.topic, m.partition, m.offset) == output.cause]
+        else:
+            mine = [m for m in msgs if output.key is not None and m.key == output.key]
         # The exception's own text (several hundred bytes) would make the letter as
         # large as what was refused; the worker logs the first one.
         reason = (

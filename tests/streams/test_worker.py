@@ -278,10 +278,11 @@ def test_an_output_too_large_for_the_broker_dead_letters_its_events_and_the_part
             assert letter["topic"] == s.topic_purchases
             assert letter["error"].startswith(f"its output to {s.topic_recommendations} (")
             assert "was refused: MessageSizeTooLargeError" in letter["error"]
-        # Every purchase has its recommendation or a dead letter, so none is lost; a letter
-        # goes to each event of the refused output's user in its batch, so both may come.
+        # Every purchase has its recommendation or a dead letter, so none is lost, and
+        # never both: a letter goes to the one event whose output was refused.
         answered = {r["cause_event_id"] for r in recs}
         assert answered | set(lettered) == {e["event_id"] for e in events}
+        assert not answered & set(lettered)
         assert stat(redis_client, "dead_letters") == len(letters) == len(lettered)
         assert "refused by the broker (MessageSizeTooLargeError)" in worker.log_path.read_text()
         worker.assert_alive()
