@@ -39,7 +39,7 @@ class Emitter:
         uids: Sequence[str],
         answers: Sequence[Answer],
         segment_of: dict[str, int],
-        causes: Sequence[Position | None] | None = None,
+        causes: Sequence[Position],
     ) -> list[Output]:
         """One Recommendation per answer, keyed by the user id upstream sent.
 
@@ -47,8 +47,7 @@ class Emitter:
         """
         now_ms = self._now_ms()
         out = []
-        where = causes if causes is not None else [None] * len(records)
-        for uid, rec, answer, cause in zip(uids, records, answers, where, strict=True):
+        for uid, rec, answer, cause in zip(uids, records, answers, causes, strict=True):
             value = {
                 "user_id": rec["user_id"],
                 "items": [
