@@ -11,8 +11,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import numpy as np
 from aiokafka import AIOKafkaProducer
+from prometheus_client.parser import text_string_to_metric_families
 
 from bench.clock import JOIN_TIMEOUT_S, STALL_TIMEOUT_S, GroupProgress, OutputClock
 from bench.common import (
@@ -25,11 +27,57 @@ from bench.common import (
     worker_command,
 )
 from schemas.codec import Codec
+from streams.probes import free_port
 from streams.settings import Settings
 
 PROBES = 240  # one every 0.5 s until the worker answers
 ACTION_WINDOW_S = 10.0
 _CHECK_SENT_EVERY = 500
+
+
+async def worker_busy(port: int) -> dict[str, float]:
+    """The interactions agent's batch counters from the worker's ``/metrics``."""
+    async with (
+        aiohttp.ClientSession() as session,
+        session.get(f"http://127.0.0.1:{port}/metrics") as resp,
+    ):
+        text = await resp.text()
+    wanted = {
+        ("reco_batch_events_count", None): "batches",
+        ("reco_batch_events_sum", None): "events",
+        ("reco_busy_seconds_total", "processing"): "processing_s",
+        ("reco_busy_seconds_total", "delivery"): "delivery_s",
+    }
+    out = dict.fromkeys(wanted.values(), 0.0)
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.labels.get("agent") != "interactions":
+                continue
+            name = wanted.get((sample.name, sample.labels.get("stage")))
+            if name is not None:
+                out[name] = sample.value
+    out["at"] = time.perf_counter()
+    return out
+
+
+def busy_figures(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
+    """What the worker's loop did between two ``worker_busy`` readings.
+
+    >>> zero = {"batches": 0, "events": 0, "processing_s": 0, "delivery_s": 0, "at": 0}
+    >>> busy_figures(zero, {"batches": 10, "events": 400, "processing_s": 1.5,
+    ...                     "delivery_s": 0.1, "at": 2})  # doctest: +NORMALIZE_WHITESPACE
+    {'d_worker_batches': 10, 'd_worker_events_per_batch': 40.0,
+     'd_worker_processing_share': 0.75, 'd_worker_delivery_share': 0.05,
+     'd_worker_processing_ms_per_event': 3.75}
+    """
+    d = {k: after[k] - before[k] for k in after}
+    return {
+        "d_worker_batches": d["batches"],
+        "d_worker_events_per_batch": d["events"] / max(d["batches"], 1.0),
+        "d_worker_processing_share": d["processing_s"] / d["at"],
+        "d_worker_delivery_share": d["delivery_s"] / d["at"],
+        "d_worker_processing_ms_per_event": 1000 * d["processing_s"] / max(d["events"], 1.0),
+    }
 
 
 def delivered(pending: list[asyncio.Future[Any]]) -> list[asyncio.Future[Any]]:
@@ -68,7 +116,12 @@ async def latency(
     window, coroutine) runs while events flow, and the latency of the events sent in
     the ``ACTION_WINDOW_S`` after it is reported apart (e.g. a model swap).
     """
-    s = fresh_settings(base, tag("latency"))
+    # The HTTP API only for /metrics: what share of the measured window the worker's
+    # loop spent on batches, and how large they were.
+    port = free_port()
+    s = fresh_settings(base, tag("latency")).model_copy(
+        update={"web_enabled": True, "web_port": port}
+    )
     codec = Codec(s.wire_format)
     await create_topics(s)
     if prepare is not None:
@@ -118,10 +171,13 @@ async def latency(
                 start, pending = time.perf_counter(), []
                 acted: asyncio.Task[Any] | None = None
                 action_at = 0.0
+                busy_from: asyncio.Task[dict[str, float]] | None = None
                 for i, (event_id, key, value) in enumerate(events):
                     ahead = start + i / opts.rate - time.perf_counter()
                     if ahead > 0:
                         await asyncio.sleep(ahead)
+                    if busy_from is None and i / opts.rate >= opts.warmup_seconds:
+                        busy_from = asyncio.create_task(worker_busy(port))
                     if (
                         action
                         and acted is None
@@ -150,6 +206,8 @@ async def latency(
                     finished=group.reached(probed + len(events)),
                 )
                 arrivals = dict(clock.arrivals)
+                # From the start of the measured window to the last output's arrival.
+                busy = busy_figures(await busy_from, await worker_busy(port)) if busy_from else {}
     finally:
         await producer.stop()
         forget_faust_dir(s)
@@ -201,6 +259,7 @@ async def latency(
         "d_latency_max_ms": float(lat_ms.max()),
         "d_produce_to_worker_stamp_p50_ms": float(np.percentile(to_stamp_ms, 50)),
         "d_produce_to_worker_stamp_p99_ms": float(np.percentile(to_stamp_ms, 99)),
+        **busy,
         **extra,
     }
     return {prefix + k[1:]: v for k, v in figures.items()}

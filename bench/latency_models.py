@@ -68,12 +68,16 @@ async def run(labels: list[str], opts: LatencyOptions, dataset: str = "toys") ->
             began = time.perf_counter()
             figures = await latency(s, records, opts, logs, prefix="d", prepare=prepare)
             name = f"{n}_{BASELINE if version is None else f'hidden{label}'}"
-            for key in ("d_latency_p50_ms", "d_latency_p99_ms", "d_produce_to_worker_stamp_p99_ms"):
+            kept = ("d_latency_p50_ms", "d_latency_p99_ms", "d_produce_to_worker_stamp_p99_ms")
+            for key in (*kept, *(k for k in figures if k.startswith("d_worker_"))):
                 out[f"{name}_{key[2:]}"] = figures[key]
             out[f"{name}_missing_recommendations"] = figures["d_missing_recommendations"]
             print(
                 f"{name}: p50 {figures['d_latency_p50_ms']:.1f} ms, "
-                f"p99 {figures['d_latency_p99_ms']:.1f} ms "
+                f"p99 {figures['d_latency_p99_ms']:.1f} ms; "
+                f"{figures['d_worker_events_per_batch']:.0f} events per batch, "
+                f"processing {figures['d_worker_processing_share']:.0%} of the time "
+                f"({figures['d_worker_processing_ms_per_event']:.2f} ms per event) "
                 f"({time.perf_counter() - began:.0f} s)",
                 file=sys.stderr,
                 flush=True,

@@ -20,6 +20,21 @@ BATCH_SECONDS = Histogram(
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
     registry=REGISTRY,
 )
+BATCH_EVENTS = Histogram(
+    "reco_batch_events",
+    "Events in one micro-batch, by agent",
+    ["agent"],
+    buckets=(1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000),
+    registry=REGISTRY,
+)
+# rate() of this is the share of wall time the agent's loop spends in each stage: near 1
+# for processing + delivery, the worker is saturated and events queue in front of it.
+BUSY_SECONDS = Counter(
+    "reco_busy_seconds",
+    "Time spent on micro-batches, by agent and stage (processing, delivery)",
+    ["agent", "stage"],
+    registry=REGISTRY,
+)
 EVENT_LATENCY = Histogram(
     "reco_event_latency_seconds",
     "From the record's broker timestamp to its batch's output being delivered, by agent",

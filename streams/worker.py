@@ -312,6 +312,9 @@ def create_app(settings: Settings, bootstrap: str, redis_url: str) -> faust.App:
             log.warning("counters not written yet (kept for the next batch): %s", exc)
         sent = time.perf_counter()
         metrics.BATCH_SECONDS.labels(agent).observe(sent - started)
+        metrics.BATCH_EVENTS.labels(agent).observe(len(msgs))
+        metrics.BUSY_SECONDS.labels(agent, "processing").inc(processed - started)
+        metrics.BUSY_SECONDS.labels(agent, "delivery").inc(sent - processed)
         metrics.EVENTS.labels(agent).inc(len(msgs))
         counted["events"] += len(msgs)
         # Broker timestamp (produce or log-append time) to delivered output.

@@ -164,6 +164,17 @@ def test_api_answers_what_the_stream_emitted(
         assert values[("reco_events_total", interactions)] >= len(events) + len(users)
         latencies = values[("reco_event_latency_seconds_count", interactions)]
         assert latencies == values[("reco_events_total", interactions)]
+        batches = values[("reco_batch_seconds_count", interactions)]
+        assert values[("reco_batch_events_count", interactions)] == batches >= 1
+        assert values[("reco_batch_events_sum", interactions)] == latencies
+        busy = {
+            stage: values[("reco_busy_seconds_total", interactions | {("stage", stage)})]
+            for stage in ("processing", "delivery")
+        }
+        assert busy["processing"] > 0 and busy["delivery"] > 0
+        # the two stages are what each batch's time is made of
+        batch_s = values[("reco_batch_seconds_sum", interactions)]
+        assert abs(busy["processing"] + busy["delivery"] - batch_s) < 1e-3
         worker.assert_alive()
     finally:
         worker.stop()
