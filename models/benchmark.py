@@ -270,7 +270,10 @@ def run(
         }
         # when a sequence model reached the weights it keeps: the rest of its training
         # time is the patience spent confirming that nothing better follows
-        scored = [r for r in getattr(model, "history", []) if "NDCG@10" in r]
+        # (a hybrid's are those of the sequence model among its candidate generators)
+        scored: list[dict[str, float]] = []
+        for part in (model, *getattr(model, "generators", [])):
+            scored = scored or [r for r in getattr(part, "history", []) if "NDCG@10" in r]
         if scored:
             best = max(scored, key=lambda r: r["NDCG@10"])
             figures.update(

@@ -65,6 +65,9 @@ def test_the_hybrid_with_sasrec_runs_in_the_benchmark(eventlog: Path) -> None:
     [row] = result.rows
     assert row.model == "hybrid-sasrec"
     assert 0.0 <= row.figures["NDCG@10"] <= row.figures["HR@10"] <= 1.0
+    # the inner SASRec's epochs, as a sasrec row reports its own
+    assert row.figures["epochs"] == 2 and row.figures["best_epoch"] in (1, 2)
+    assert 0 < row.figures["best_s"] < row.figures["train_s"]
 
 
 def test_hybrid_sasrec_builds_its_sasrec_as_the_sasrec_row(eventlog: Path) -> None:
