@@ -5,8 +5,11 @@ same purchases (Toys_and_Games, in time order) at the same offered rate, through
 fresh worker each time, scored by the co-occurrence baseline (``cooc``, no model) or a
 SASRec of the given hidden width (trained one epoch: its cost, not its quality, is what
 is measured). Runs follow the order given, so repeating a label shows the noise.
+With ``--batch-within-ms``, each label runs once per micro-batch wait, in turn, so the
+waits are compared in adjacent pairs on the same stack.
 
     python -m bench.latency_models cooc 128 64 cooc 128 [--rate 1000] [--seconds 30]
+    python -m bench.latency_models 128 128 128 --batch-within-ms 5 10
 
 Writes ``bench/results/latency_models.json``.
 """
@@ -37,7 +40,12 @@ from streams.settings import Settings
 BASELINE = "cooc"
 
 
-async def run(labels: list[str], opts: LatencyOptions, dataset: str = "toys") -> dict[str, Any]:
+async def run(
+    labels: list[str],
+    opts: LatencyOptions,
+    dataset: str = "toys",
+    batch_within_ms: list[float] | None = None,
+) -> dict[str, Any]:
     base = settings_from_env()
     ds = load(dataset)
     records = [r for kind, r in ds.events if kind == "purchase"][: opts.events + PROBES]
@@ -56,9 +64,13 @@ async def run(labels: list[str], opts: LatencyOptions, dataset: str = "toys") ->
     async with EmbeddedStack(base.kafka_bootstrap_servers, base.redis_url) as stack:
         base, header = await on_stack(base, stack)
         out.update(header)
-        for n, label in enumerate(labels, 1):
+        waits: list[float | None] = list(batch_within_ms or [None])
+        runs = [(label, wait) for label in labels for wait in waits]
+        for n, (label, wait) in enumerate(runs, 1):
             version = None if label == BASELINE else versions[int(label)]
             s = base.model_copy(update=plain if version is None else served)
+            if wait is not None:
+                s = s.model_copy(update={"batch_within_s": wait / 1000})
 
             async def prepare(s: Settings, version: ModelVersion | None = version) -> None:
                 await catalog(s, ds.products)
@@ -68,6 +80,8 @@ async def run(labels: list[str], opts: LatencyOptions, dataset: str = "toys") ->
             began = time.perf_counter()
             figures = await latency(s, records, opts, logs, prefix="d", prepare=prepare)
             name = f"{n}_{BASELINE if version is None else f'hidden{label}'}"
+            if wait is not None:
+                name += f"_within{wait:g}ms"
             kept = ("d_latency_p50_ms", "d_latency_p99_ms", "d_produce_to_worker_stamp_p99_ms")
             for key in (*kept, *(k for k in figures if k.startswith("d_worker_"))):
                 out[f"{name}_{key[2:]}"] = figures[key]
@@ -92,11 +106,20 @@ def main() -> None:
     parser.add_argument("labels", nargs="+", help=f"'{BASELINE}' or a SASRec hidden width")
     parser.add_argument("--rate", type=float, default=1000.0)
     parser.add_argument("--seconds", type=float, default=30.0)
+    parser.add_argument(
+        "--batch-within-ms",
+        type=float,
+        nargs="+",
+        help="micro-batch waits to compare (RECO_BATCH_WITHIN_S), each label run once per wait",
+    )
     args = parser.parse_args()
     bad = [x for x in args.labels if x != BASELINE and not x.isdigit()]
     if bad:
         parser.error(f"labels are '{BASELINE}' or a hidden width, not {', '.join(bad)}")
-    result = asyncio.run(run(args.labels, LatencyOptions(rate=args.rate, seconds=args.seconds)))
+    if args.batch_within_ms and min(args.batch_within_ms) <= 0:
+        parser.error("--batch-within-ms values must be > 0")
+    opts = LatencyOptions(rate=args.rate, seconds=args.seconds)
+    result = asyncio.run(run(args.labels, opts, batch_within_ms=args.batch_within_ms))
     write_results("latency_models", result)
     print(json.dumps(result, indent=2))
 
