@@ -64,7 +64,7 @@ async def run(
     async with EmbeddedStack(base.kafka_bootstrap_servers, base.redis_url) as stack:
         base, header = await on_stack(base, stack)
         out.update(header)
-        waits: list[float | None] = list(batch_within_ms or [None])
+        waits: list[float | None] = [*batch_within_ms] if batch_within_ms else [None]
         runs = [(label, wait) for label in labels for wait in waits]
         for n, (label, wait) in enumerate(runs, 1):
             version = None if label == BASELINE else versions[int(label)]
