@@ -8,7 +8,7 @@ import time
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Mapping
 from dataclasses import asdict, dataclass, fields
-from typing import Any, ClassVar, NamedTuple, Self
+from typing import Any, ClassVar, NamedTuple, Self, cast
 
 import numpy as np
 import torch
@@ -38,6 +38,9 @@ class SequenceConfig(EncoderConfig):
     lr: float = 3e-3
     lr_decay: float = 0.5  # learning rate factor after each evaluation that does not improve
     weight_decay: float = 0.0
+    # Validate, keep and serve an exponential moving average of the weights (this decay
+    # per optimiser step) instead of the last step's; None: the weights as trained.
+    ema: float | None = None
     patience: int = 3  # evaluations without a better validation NDCG@10 before stopping
     eval_steps: int = 100  # fewest optimiser steps between validations (whole epochs)
     max_minutes: float | None = None  # wall-clock cap on training
@@ -46,6 +49,11 @@ class SequenceConfig(EncoderConfig):
     score_batch: int = 1024
     progress: bool = True
     device: str = "cpu"  # torch device to train and score on; a checkpoint always loads on CPU
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.ema is not None and not 0.0 < self.ema < 1.0:
+            raise ValueError(f"ema must be None or lie in (0, 1), got {self.ema}")
 
 
 class Batch(NamedTuple):
@@ -109,6 +117,15 @@ class SequenceRecommender(ABC):
         self.net, self.item_ids = net, train.catalogue.item_ids
         rows = self._rows(train)
         optimiser = torch.optim.Adam(net.parameters(), lr=c.lr, weight_decay=c.weight_decay)
+        averaged = (
+            None
+            if c.ema is None
+            else torch.optim.swa_utils.AveragedModel(
+                net, multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(c.ema)
+            )
+        )
+        # the average is a copy of the network, so it scores and saves as the network does
+        kept = net if averaged is None else cast(SequenceNet, averaged.module)
         best, best_state, stale = -1.0, copy.deepcopy(net.state_dict()), 0
         started = time.perf_counter()
         bar = tqdm(range(c.epochs), desc=self.name, disable=not c.progress, leave=False)
@@ -120,6 +137,8 @@ class SequenceRecommender(ABC):
                 loss = net.loss(batch)
                 loss.backward()
                 optimiser.step()
+                if averaged is not None:
+                    averaged.update_parameters(net)
                 total, steps = total + loss.item(), steps + 1
             last = epoch + 1 == c.epochs
             if steps < c.eval_steps and not last:
@@ -127,10 +146,14 @@ class SequenceRecommender(ABC):
             record = {"epoch": epoch + 1, "loss": total / max(steps, 1)}
             total, steps = 0.0, 0
             if valid is not None and len(valid):
-                ndcg = evaluate(self, valid, train, k=10)["NDCG@10"]
+                self.net = kept
+                try:
+                    ndcg = evaluate(self, valid, train, k=10)["NDCG@10"]
+                finally:
+                    self.net = net
                 record["NDCG@10"] = ndcg
                 if ndcg > best:
-                    best, best_state, stale = ndcg, copy.deepcopy(net.state_dict()), 0
+                    best, best_state, stale = ndcg, copy.deepcopy(kept.state_dict()), 0
                 else:
                     stale += 1
                     for group in optimiser.param_groups:
@@ -143,6 +166,8 @@ class SequenceRecommender(ABC):
                 break
         if valid is not None and len(valid):
             net.load_state_dict(best_state)
+        elif averaged is not None:
+            net.load_state_dict(kept.state_dict())
         net.eval()
         self.train_seconds = time.perf_counter() - started
         return self

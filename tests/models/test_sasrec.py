@@ -102,6 +102,27 @@ def test_same_seed_same_model(split: Split) -> None:
     assert not np.array_equal(a, other.score(split.test.inputs))
 
 
+def test_ema_keeps_the_moving_average_of_the_weights(split: Split) -> None:
+    lr = FAST["lr"]
+    assert isinstance(lr, float)
+    start = SASRec(SASRecConfig(**{**FAST, "epochs": 0})).fit(split.train)  # type: ignore[arg-type]
+    config = {**FAST, "epochs": 2}
+
+    def moved(model: SASRec) -> float:
+        pairs = zip(model._module().parameters(), start._module().parameters(), strict=True)
+        return max(float((a - b).detach().abs().max()) for a, b in pairs)
+
+    # Adam moves a weight by at most lr in its first step. An average that hardly follows
+    # the training stays at the weights of that step, validated and kept or not, while
+    # the weights as trained move far further in two epochs.
+    assert moved(SASRec(SASRecConfig(**config)).fit(split.train)) > 10 * lr  # type: ignore[arg-type]
+    slow = {**config, "ema": 1 - 1e-9}
+    assert moved(SASRec(SASRecConfig(**slow)).fit(split.train)) <= 1.01 * lr  # type: ignore[arg-type]
+    assert moved(SASRec(SASRecConfig(**slow)).fit(split.train, split.valid)) <= 1.01 * lr  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="ema"):
+        SASRecConfig(ema=1.0)
+
+
 def test_empty_history_scores_finite(split: Split) -> None:
     model = SASRec(SASRecConfig(**{**FAST, "epochs": 1})).fit(split.train)  # type: ignore[arg-type]
     assert np.isfinite(model.score(from_lists([[], [1]]))).all()
