@@ -9,16 +9,21 @@ position reproduces the original paper.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, Self
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from models.blocks import ItemEncoder
+from models.data import Interactions
+from models.split import EvalSet
 from models.train import Batch, SequenceConfig, SequenceNet, SequenceRecommender
+from models.trend import log_trend
 
 Loss = Literal["ce", "sampled", "bce"]
+# weights of the trend term tried on validation, from none to the trend all but alone
+TREND_WEIGHTS = (0.0, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0, 8.0, 12.0, 16.0)
 
 
 @dataclass(frozen=True)
@@ -34,6 +39,12 @@ class SASRecConfig(SequenceConfig):
     # after it, not only the next one: for baskets and time-window targets, where the
     # next line of the same order says little about the weeks after it.
     horizon_days: float | None = None
+    # Add to every item's score the log of its popularity at the end of training, each
+    # event decayed with this half-life in days, times a weight chosen on the validation
+    # targets after training (0 when the trend does not help there). What a temporal
+    # window holds is largely what everyone buys that week, which no history tells.
+    # None: no trend term.
+    trend_days: float | None = None
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -41,13 +52,22 @@ class SASRecConfig(SequenceConfig):
             raise ValueError(f"unknown loss {self.loss!r}: expected 'ce', 'sampled' or 'bce'")
         if self.horizon_days is not None and (self.loss != "ce" or not self.horizon_days >= 0):
             raise ValueError(f"horizon_days {self.horizon_days!r} needs loss 'ce' and a value >= 0")
+        if self.trend_days is not None and not self.trend_days > 0:
+            raise ValueError(f"trend_days must be None or positive, got {self.trend_days!r}")
 
 
 class SASRecNet(SequenceNet):
+    trend: torch.Tensor  # buffers, with trend_days only
+    trend_weight: torch.Tensor
+
     def __init__(self, config: SASRecConfig, n_items: int, n_categories: int) -> None:
         super().__init__()
         self.config = config
         self.encoder = ItemEncoder(config, n_items, n_items + 1, n_categories, causal=True)
+        if config.trend_days is not None:
+            # the trend's log popularity per item and its weight: set after training
+            self.register_buffer("trend", torch.zeros(n_items + 1))
+            self.register_buffer("trend_weight", torch.zeros(()))
 
     def loss(self, batch: Batch) -> torch.Tensor:
         hidden = self.encoder(batch.ids, batch.times)  # [B, L, d]
@@ -101,7 +121,10 @@ class SASRecNet(SequenceNet):
     def scores(self, ids: torch.Tensor, times: torch.Tensor) -> torch.Tensor:
         """Next-item scores after each sequence: [B, n_items + 1]."""
         h = self.encoder(ids, times, last_only=True)[:, -1]  # [B, d]
-        return h @ self.encoder.items().T
+        scores = h @ self.encoder.items().T
+        if self.config.trend_days is not None:
+            scores = scores + self.trend_weight * self.trend
+        return scores
 
 
 class SASRec(SequenceRecommender):
@@ -112,10 +135,50 @@ class SASRec(SequenceRecommender):
 
     def __init__(self, config: SASRecConfig | None = None) -> None:
         super().__init__(config or SASRecConfig())
+        self.trend_weights: dict[float, float] = {}  # trend weight -> validation NDCG@10
 
     def network(self, n_items: int, n_categories: int) -> SequenceNet:
         assert isinstance(self.config, SASRecConfig)
         return SASRecNet(self.config, n_items, n_categories)
+
+    def fit(self, train: Interactions, valid: EvalSet | None = None) -> Self:
+        super().fit(train, valid)
+        assert isinstance(self.config, SASRecConfig)
+        if self.config.trend_days is not None:
+            net = self._module()
+            assert isinstance(net, SASRecNet)
+            trend = log_trend(train.histories, train.catalogue.n_items + 1, self.config.trend_days)
+            net.trend = torch.from_numpy(trend).to(net.trend.device)
+            if valid is not None and len(valid):
+                self.trend_weights = self._choose_trend_weight(train, valid)
+        return self
+
+    @property
+    def trend_weight(self) -> float | None:
+        """The trend term's weight once fitted; None without a trend term."""
+        net, config = self.net, self.config
+        if not isinstance(net, SASRecNet) or not isinstance(config, SASRecConfig):
+            return None
+        return None if config.trend_days is None else float(net.trend_weight)
+
+    def _choose_trend_weight(self, train: Interactions, valid: EvalSet) -> dict[float, float]:
+        """Set the weight of the trend term that scores best on the validation targets.
+
+        The network is trained without it, so its scores already hold what the history
+        says, the long-run popularity included; the weight says how much of the recent
+        popularity to add, which only targets after the training data can tell.
+        """
+        from models.evaluate import evaluate
+
+        net = self._module()
+        assert isinstance(net, SASRecNet)
+        tried: dict[float, float] = {}
+        for weight in TREND_WEIGHTS:
+            net.trend_weight.fill_(weight)
+            tried[weight] = evaluate(self, valid, train, k=10)["NDCG@10"]
+        best = max(tried, key=lambda w: (tried[w], -w))  # a tie goes to the smaller weight
+        net.trend_weight.fill_(best)
+        return tried
 
     def training_rows(self, ids: np.ndarray, times: np.ndarray) -> tuple[np.ndarray, ...]:
         """Inputs are each prefix, targets the item after it: shift by one."""

@@ -9,8 +9,8 @@ import scipy.sparse as sp
 
 from models.cooccurrence import recent_anchors
 from models.data import Histories, Interactions
+from models.trend import DAY_MS, decayed_counts
 
-DAY_MS = 86_400_000
 PAD_SCORE = np.float32(-np.inf)  # column 0 of every score matrix: padding, never an item
 
 
@@ -50,29 +50,6 @@ def item_counts(histories: Histories, n_columns: int) -> np.ndarray:
     [0.0, 1.0, 2.0, 0.0]
     """
     return np.bincount(histories.items, minlength=n_columns).astype(np.float64)
-
-
-def decayed_counts(
-    histories: Histories, n_columns: int, half_life_days: float, now_ms: int | None = None
-) -> np.ndarray:
-    """Events per item, each weighted 0.5 ** (its age in days / ``half_life_days``).
-
-    Age is measured back from ``now_ms`` (default: the last event), so the newest
-    events count 1 whatever the data's calendar.
-
-    >>> from models.data import from_lists
-    >>> h = from_lists([[1, 2]], times=[[0, 2 * DAY_MS]])
-    >>> decayed_counts(h, 3, half_life_days=2.0).tolist()
-    [0.0, 0.5, 1.0]
-    """
-    if half_life_days <= 0:
-        raise ValueError(f"half_life_days must be positive, got {half_life_days}")
-    if not len(histories.times):
-        return np.zeros(n_columns)
-    now = int(histories.times.max()) if now_ms is None else now_ms
-    age_days = (now - histories.times).astype(np.float64) / DAY_MS
-    weights = np.exp2(-age_days / half_life_days)
-    return np.bincount(histories.items, weights=weights, minlength=n_columns)
 
 
 def item_last_times(histories: Histories, n_columns: int) -> np.ndarray:

@@ -7,9 +7,10 @@ from typing import Self
 
 import numpy as np
 
-from models.baselines.features import PAD_SCORE, decayed_counts, item_counts
+from models.baselines.features import PAD_SCORE, item_counts
 from models.data import Histories, Interactions
 from models.split import EvalSet
+from models.trend import decayed_counts
 from schemas.errors import ConfigError
 
 

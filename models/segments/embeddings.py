@@ -23,11 +23,12 @@ import scipy.sparse as sp
 import torch
 
 from models.baselines.als import ALSConfig, fit_als
-from models.baselines.features import DAY_MS, row_index
+from models.baselines.features import row_index
 from models.blocks import padded_batch
 from models.data import Histories, Interactions
 from models.segments.profile import ProfileConfig, ProfileScaler
 from models.segments.replay import last_profiles
+from models.trend import DAY_MS
 
 if TYPE_CHECKING:
     from models.train import SequenceRecommender

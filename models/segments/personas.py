@@ -18,9 +18,10 @@ from pathlib import Path
 
 import numpy as np
 
-from models.baselines.features import DAY_MS, row_index
+from models.baselines.features import row_index
 from models.data import Interactions
 from models.segments.offline import NOISE
+from models.trend import DAY_MS
 
 TOP = 5
 PLOT_POINTS = 5000

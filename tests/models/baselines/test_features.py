@@ -5,8 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from models.baselines.features import CONTEXT_FEATURES, DAY_MS, ItemStats, top_k
+from models.baselines.features import CONTEXT_FEATURES, ItemStats, top_k
 from models.data import Catalogue, Interactions, from_lists
+from models.trend import DAY_MS
 
 # Items 1, 2 in category 1 ("toys"); item 3 in 1 and 2 ("toys", "lego"); item 4 in none.
 CATALOGUE = Catalogue(

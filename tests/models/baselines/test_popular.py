@@ -6,13 +6,13 @@ import numpy as np
 import pytest
 
 from models.base import Recommender
-from models.baselines.features import DAY_MS
 from models.baselines.popular import (
     MostPopular,
     RecentPopular,
     RecentPopularConfig,
 )
 from models.data import Catalogue, Interactions, from_lists
+from models.trend import DAY_MS
 from schemas.errors import ConfigError
 
 
