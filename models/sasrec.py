@@ -161,6 +161,13 @@ class SASRec(SequenceRecommender):
             return None
         return None if config.trend_days is None else float(net.trend_weight)
 
+    def use_trend_weight(self, weight: float) -> None:
+        """Weigh the trend term so (a weight chosen on another fit's validation targets)."""
+        net = self._module()
+        if not isinstance(net, SASRecNet) or self.trend_weight is None:
+            raise ValueError(f"{self.name} has no trend term (trend_days is None)")
+        net.trend_weight.fill_(weight)
+
     def _choose_trend_weight(self, train: Interactions, valid: EvalSet) -> dict[float, float]:
         """Set the weight of the trend term that scores best on the validation targets.
 

@@ -270,6 +270,8 @@ def _stored_metrics(run: _Run, config: TrainerConfig) -> dict[str, float]:
     }
     metrics["interactions"] = float(run.events)
     metrics["train_seconds"] = run.model.train_seconds
+    if run.model.trend_weight is not None:
+        metrics["trend_weight"] = run.model.trend_weight
     if run.serving is not None and math.isfinite(run.serving[config.metric]):
         metrics[f"serving:{config.metric}"] = run.serving[config.metric]
     return metrics
@@ -281,7 +283,12 @@ def _refit(model: SASRec, split: Split, config: TrainerConfig) -> SASRec:
     scored = [h for h in model.history if "NDCG@10" in h]
     best = max(scored, key=lambda h: h["NDCG@10"])["epoch"] if scored else model.config.epochs
     settings = replace(config.sasrec_config(), epochs=max(1, int(best)))
-    return SASRec(settings).fit(split.data)
+    refit = SASRec(settings).fit(split.data)
+    if model.trend_weight is not None:
+        # no validation targets here: the weight is the one the first fit chose, and
+        # the trend itself now runs to the newest event
+        refit.use_trend_weight(model.trend_weight)
+    return refit
 
 
 def _publish(

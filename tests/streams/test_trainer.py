@@ -328,3 +328,21 @@ def test_a_drift_request_starts_a_run_before_the_next_slot(
     assert run(scenario()) == 2  # the first run, then the requested one, an hour early
     assert asked() == 1
     assert not redis_client.exists(keys.TRAIN_REQUESTED)  # the request was taken
+
+
+def test_a_refit_keeps_the_chosen_trend_weight_and_brings_the_trend_up_to_date() -> None:
+    from models.sasrec import SASRec, SASRecConfig, SASRecNet
+    from models.split import temporal
+    from models.trend import log_trend
+    from streams.trainer import _refit
+    from tests.models.test_trend import FAST, shop
+
+    split = temporal(shop())
+    settings = {**FAST, "trend_days": 7.0, "threads": 1}
+    first = SASRec(SASRecConfig(**settings)).fit(split.train, split.valid)  # type: ignore[arg-type]
+    assert first.trend_weight is not None and first.trend_weight > 0  # the planted shop's trend
+    refit = _refit(first, split, TrainerConfig(model=settings))
+    assert refit.trend_weight == first.trend_weight
+    assert isinstance(refit.net, SASRecNet)
+    everything = log_trend(split.data.histories, split.data.catalogue.n_items + 1, 7.0)
+    assert torch.equal(refit.net.trend, torch.from_numpy(everything))
