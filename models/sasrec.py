@@ -23,7 +23,7 @@ from models.trend import log_trend
 
 Loss = Literal["ce", "sampled", "bce"]
 # weights of the trend term tried on validation, from none to the trend all but alone
-TREND_WEIGHTS = (0.0, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0, 8.0, 12.0, 16.0)
+TREND_WEIGHTS = (0.0, 0.25, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0, 8.0, 12.0, 16.0)
 
 
 @dataclass(frozen=True)
