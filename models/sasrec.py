@@ -19,7 +19,7 @@ from models.blocks import ItemEncoder
 from models.data import Interactions
 from models.split import EvalSet
 from models.train import Batch, SequenceConfig, SequenceNet, SequenceRecommender
-from models.trend import log_trend
+from models.trend import log_counts, log_trend
 
 Loss = Literal["ce", "sampled", "bce"]
 # weights of the trend term tried on validation, from none to the trend all but alone
@@ -160,6 +160,17 @@ class SASRec(SequenceRecommender):
         if not isinstance(net, SASRecNet) or not isinstance(config, SASRecConfig):
             return None
         return None if config.trend_days is None else float(net.trend_weight)
+
+    def use_trend_counts(self, counts: np.ndarray) -> None:
+        """Replace the trend with these decayed counts, one per item column: what the
+        shop sells now, where the checkpoint holds what it sold before training ended.
+        One reference change, so a scoring pass sees either trend whole."""
+        net = self._module()
+        if not isinstance(net, SASRecNet) or self.trend_weight is None:
+            raise ValueError(f"{self.name} has no trend term (trend_days is None)")
+        if counts.shape != net.trend.shape:
+            raise ValueError(f"{counts.shape[0]} trend counts for {net.trend.shape[0]} columns")
+        net.trend = torch.from_numpy(log_counts(counts)).to(net.trend.device)
 
     def use_trend_weight(self, weight: float) -> None:
         """Weigh the trend term so (a weight chosen on another fit's validation targets)."""

@@ -44,5 +44,9 @@ def log_trend(histories: Histories, n_columns: int, half_life_days: float) -> np
     >>> np.exp(log_trend(h, 3, half_life_days=1.0).astype(float)).round(3).tolist()
     [0.1, 0.6, 2.1]
     """
-    counts = decayed_counts(histories, n_columns, half_life_days)
-    return np.log(counts + TREND_FLOOR).astype(np.float32)
+    return log_counts(decayed_counts(histories, n_columns, half_life_days))
+
+
+def log_counts(counts: np.ndarray) -> np.ndarray:
+    """The trend term of decayed counts computed elsewhere (a stream's trending items)."""
+    return np.log(np.asarray(counts, np.float64) + TREND_FLOOR).astype(np.float32)

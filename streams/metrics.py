@@ -57,6 +57,9 @@ HTTP_SHED = Counter(
 )
 MODEL = Info("reco_model", "Model version serving (and its canary)", registry=REGISTRY)
 MODEL_SWAPS = Counter("reco_model_swaps", "Model versions swapped in", registry=REGISTRY)
+TREND_REFRESHES = Counter(
+    "reco_trend_refreshes", "Trend terms reread from the trending items", registry=REGISTRY
+)
 MODEL_REJECTED = Counter(
     "reco_model_rejected", "Model versions rejected, by reason kind", ["reason"], registry=REGISTRY
 )

@@ -152,6 +152,7 @@ class Processor:
             for msg, rec in good
         ]
         result = await self.store.apply(batch)
+        self.serving.observe_time(max(ev.ts_s for ev in batch))
 
         triggers = {self.settings.topic_purchases}
         if self.settings.recommend_on_reviews:

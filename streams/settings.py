@@ -79,6 +79,9 @@ class Settings(BaseSettings):
     cold_blend_events: int = Field(2, ge=0)  # histories this short blend in item-item neighbours
     new_item_slot: bool = True  # last slot: newest item of the user's category, if unseen
     trending_tau_s: float = Field(7 * 86_400.0, gt=0)  # time constant of trending decay
+    # A model with a trend term (SASRec trend_days) rereads the trending items this often
+    # instead of serving the trend its checkpoint was trained with; 0: every micro-batch
+    trend_refresh_s: float = Field(10.0, ge=0)
     product_cache_s: float = Field(0.5, ge=0)  # catalog changes reach scoring within this
     # Period of gc.freeze(): a full collection walks every cached item, neighbour list
     # and product (a 350 ms pause at 12,000 items); frozen objects are never walked.

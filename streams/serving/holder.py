@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import math
 import time
 from collections import Counter
 from collections.abc import Callable, Mapping
@@ -52,6 +53,7 @@ class Served:
     # store index -> model index (0 = unknown to the model), grown as the store's
     # vocabulary grows; owned by the stream's scorer
     store_to_model: np.ndarray = field(default_factory=lambda: np.zeros(1, np.int64))
+    trend_read_s: float = -math.inf  # monotonic time the scorer last refreshed the trend
     _reasons: dict[str, list[str]] = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:

@@ -29,6 +29,7 @@ from models.abtest import CONTROL, TREATMENT, assign
 from models.cooccurrence import REASON_COOC, recent_anchors
 from models.cooccurrence import rank as cooc_rank
 from models.rerank import Product, RerankConfig, Reranked, Rule, rerank_lists, rule_of
+from models.sasrec import SASRec
 from models.serving import top_k
 from streams import metrics
 from streams.serving.holder import ModelHolder, Served
@@ -167,6 +168,7 @@ class Serving:
         self.products.on_change.append(lambda _changed: self._newest.clear())
         self._cooc_reasons: dict[int, str] = {}  # "bought_with:<item>" per anchor, built once
         self.segments = SegmentStore(store.redis, settings.trending_tau_s)
+        self.event_clock_s: float | None = None  # see observe_time
 
     def arm_of(self, uid: str) -> str:
         """The A/B arm a user is in ("control" while no test runs)."""
@@ -186,11 +188,8 @@ class Serving:
                 return served
         return self.holder.for_user(uid) if self.holder else None
 
-    async def _to_model(
-        self, served: Served, histories: Sequence[Sequence[int]]
-    ) -> list[list[int]]:
-        """Store item indices to the model's (items the model does not know are dropped)."""
-        top = max((max(h) for h in histories if h), default=0)
+    async def _store_to_model(self, served: Served, top: int) -> np.ndarray:
+        """Store index -> model index (0: unknown to the model) for indices up to ``top``."""
         table = served.store_to_model
         if top >= len(table):
             names = await self.store.item_ids(range(len(table), top + 1))
@@ -200,7 +199,43 @@ class Serving:
                 name = names.get(idx)
                 grown[idx] = served.index_of.get(name, 0) if name is not None else 0
             served.store_to_model = table = grown
+        return table
+
+    async def _to_model(
+        self, served: Served, histories: Sequence[Sequence[int]]
+    ) -> list[list[int]]:
+        """Store item indices to the model's (items the model does not know are dropped)."""
+        top = max((max(h) for h in histories if h), default=0)
+        table = await self._store_to_model(served, top)
         return [[int(i) for i in table[np.asarray(h, np.int64)] if i] for h in histories]
+
+    def observe_time(self, ts_s: float) -> None:
+        """The newest event time applied so far (unix seconds): what "now" is for the trend."""
+        if self.event_clock_s is None or ts_s > self.event_clock_s:
+            self.event_clock_s = ts_s
+
+    async def _refresh_trend(self, served: Served) -> None:
+        """Give a model with a trend term the stream's trending items, at most every
+        ``trend_refresh_s``: its checkpoint's trend ends where its training data did.
+
+        The stream decays with ``trending_tau_s`` (a time constant), the model with its
+        own half-life: trending_tau_s = trend_days / ln 2 days makes them one.
+        """
+        model = served.model
+        if not isinstance(model, SASRec) or model.trend_weight is None:
+            return
+        now = time.monotonic()
+        if now - served.trend_read_s < self.settings.trend_refresh_s:
+            return
+        served.trend_read_s = now
+        indices, weights = await self.store.trending_counts(self.event_clock_s)
+        if not len(indices):
+            return  # nothing applied yet: the checkpoint's trend is all there is
+        columns = (await self._store_to_model(served, int(indices.max())))[indices]
+        counts = np.zeros(len(model.item_ids) + 1)
+        np.add.at(counts, columns[columns > 0], weights[columns > 0])
+        model.use_trend_counts(counts)
+        metrics.TREND_REFRESHES.inc()
 
     async def recommend(
         self,
@@ -246,6 +281,7 @@ class Serving:
         for rows in by_version.values():
             model = served[rows[0]]
             assert model is not None
+            await self._refresh_trend(model)
             mapped = await self._to_model(model, [histories[r] for r in rows])
             best = top_k(model.model, mapped, pool, exclude_seen=s.exclude_seen)
             ids, reasons = model.item_ids, model.reasons(REASON_BECAUSE)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
@@ -168,6 +169,22 @@ class Store:
         if since < int(floor or 0):
             return now, None
         return now, [c.decode() if isinstance(c, bytes) else c for c in changed]
+
+    async def trending_counts(self, now_s: float | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Every trending item index and its weight decayed to ``now_s`` (unix seconds;
+        default the trending epoch): the stream's counts, on the model's footing."""
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.execute_command("ZRANGE", keys.TRENDING, 0, -1, "WITHSCORES")
+        pipe.get(keys.TRENDING_EPOCH)
+        reply, epoch = await pipe.execute()
+        pairs = _pairs(reply)
+        indices = np.array([i for i, _ in pairs], np.int64)
+        weights = np.array([w for _, w in pairs], np.float64)
+        if epoch is not None and now_s is not None:
+            # the zset holds weights relative to the epoch, which may lag the newest
+            # event by many time constants
+            weights *= math.exp((float(epoch) - now_s) / self.trending_tau_s)
+        return indices, weights
 
     async def trending(self, n: int) -> list[tuple[int, float]]:
         """The ``n`` items with the highest time-decayed popularity, best first."""

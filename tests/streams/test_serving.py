@@ -18,7 +18,7 @@ from models.data import from_dataset
 from models.datasets import SyntheticDataset, generate
 from models.datasets.records import product, purchase
 from models.registry import Registry
-from models.sasrec import SASRec, SASRecConfig
+from models.sasrec import SASRec, SASRecConfig, SASRecNet
 from models.split import leave_one_out
 from schemas.codec import Codec
 from streams.processor import Message, Processor
@@ -205,3 +205,40 @@ def test_rejected_versions_keep_the_old_one(
     assert not ok and harness.holder.current is before
     assert harness.holder.rejected[-1][0] == "v-bad"
     assert harness.holder.take_counts() == {"model_rejected": 1}
+
+
+def test_a_trend_model_serves_what_sells_now(
+    redis_url: str, shop: SyntheticDataset, tmp_path: Path
+) -> None:
+    split = leave_one_out(from_dataset(shop))
+    config = SASRecConfig(
+        hidden=16, epochs=2, batch_size=64, progress=False, threads=1, trend_days=7.0
+    )
+    model = SASRec(config).fit(split.train, split.valid)
+    model.use_trend_weight(20.0)  # the trend all but decides, so the test can see it
+    assert isinstance(model.net, SASRecNet)
+    # the item the checkpoint's trend ranks lowest: only the stream can make it sell
+    coldest = int(model.net.trend[1:].argmin()) + 1
+    item = model.item_ids[coldest - 1]
+    update = Registry(tmp_path).publish(model.to_checkpoint(), "sasrec").to_record()
+    settings = Settings(
+        pseudonym_secret="s", redis_url=redis_url, product_cache_s=0, trend_refresh_s=0
+    )
+    h = Harness(settings, redis_url, update)
+    try:
+        h.catalog(list(shop.products))
+        events = events_of(shop)
+        h.buy(events[:300])
+        now = max(e["ts"] for e in events) + 86_400_000
+        h.buy([purchase(f"rush-{n}", f"rusher-{n}", item, now + n) for n in range(40)])
+        basket = [i for i in dict.fromkeys(e["item_id"] for e in events) if i != item][:4]
+        recs = h.buy(
+            [purchase(f"mine-{n}", "shopper", i, now + 1000 + n) for n, i in enumerate(basket)]
+        )
+        assert recs[-1]["items"][0]["item_id"] == item
+        served = h.holder.current
+        assert served is not None and isinstance(served.model.net, SASRecNet)
+        assert int(served.model.net.trend.argmax()) == coldest  # reread from the stream
+    finally:
+        h.run(h.store.close())
+        h.loop.close()

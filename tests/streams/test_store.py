@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import math
 import random
 from typing import Any
 
@@ -153,3 +154,23 @@ def test_erase_removes_every_key_of_the_user(redis_url: str, redis_client: redis
         assert await store.user_exists("w")
 
     with_store(redis_url, go)
+
+
+def test_trending_counts_are_decayed_to_the_time_asked(
+    redis_url: str, redis_client: redis.Redis
+) -> None:
+    day = 86_400
+
+    async def go(store: Store) -> None:
+        assert [len(a) for a in await store.trending_counts(0.0)] == [0, 0]
+        # two buys of A on day 0, one of B on day 7: with a 7-day time constant, on day 7
+        # A weighs 2/e and B 1, whatever epoch the zset's weights are relative to
+        await store.apply([ev("u", "1", "A", 0, 1), ev("v", "2", "A", 0, 2)])
+        await store.apply([ev("w", "3", "B", 7 * day, 3)])
+        indices, weights = await store.trending_counts(7 * day)
+        by_item = dict(zip(indices.tolist(), weights.tolist(), strict=True))
+        names = await store.item_ids(by_item)
+        counts = {names[i]: w for i, w in by_item.items()}
+        assert counts == pytest.approx({"A": 2 / math.e, "B": 1.0})
+
+    with_store(redis_url, go, trending_tau_s=7 * day)
