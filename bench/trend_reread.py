@@ -27,6 +27,7 @@ from bench.common import cpu_description, header, write_results
 from models.trend import log_counts
 from streams import keys
 from streams.services import start_redis
+from streams.serving.serve import model_counts
 from streams.state import Store
 
 DAY_S = 86_400
@@ -45,10 +46,7 @@ async def _time(url: str, items: int, repeats: int) -> list[float]:
         for _ in range(repeats):
             started = time.perf_counter()
             indices, decayed = await store.trending_counts(DAY_S)
-            cols = columns[indices]
-            counts = np.zeros(items + 1)
-            np.add.at(counts, cols[cols > 0], decayed[cols > 0])
-            log_counts(counts)
+            log_counts(model_counts(columns, indices, decayed, items + 1))
             seconds.append(time.perf_counter() - started)
     finally:
         await store.close()

@@ -19,7 +19,7 @@ from models.blocks import ItemEncoder
 from models.data import Interactions
 from models.split import EvalSet
 from models.train import Batch, SequenceConfig, SequenceNet, SequenceRecommender
-from models.trend import log_counts, log_trend
+from models.trend import decayed_counts, log_counts
 
 Loss = Literal["ce", "sampled", "bce"]
 # weights of the trend term tried on validation, from none to the trend all but alone
@@ -145,10 +145,10 @@ class SASRec(SequenceRecommender):
         super().fit(train, valid)
         assert isinstance(self.config, SASRecConfig)
         if self.config.trend_days is not None:
-            net = self._module()
-            assert isinstance(net, SASRecNet)
-            trend = log_trend(train.histories, train.catalogue.n_items + 1, self.config.trend_days)
-            net.trend = torch.from_numpy(trend).to(net.trend.device)
+            n_columns = train.catalogue.n_items + 1
+            self.use_trend_counts(
+                decayed_counts(train.histories, n_columns, self.config.trend_days)
+            )
             if valid is not None and len(valid):
                 self.trend_weights = self._choose_trend_weight(train, valid)
         return self

@@ -36,17 +36,10 @@ def decayed_counts(
     return np.bincount(histories.items, weights=weights, minlength=n_columns)
 
 
-def log_trend(histories: Histories, n_columns: int, half_life_days: float) -> np.ndarray:
-    """``log(decayed_counts + TREND_FLOOR)``, float32: the trend term of a model's scores.
+def log_counts(counts: np.ndarray) -> np.ndarray:
+    """``log(counts + TREND_FLOOR)``, float32: the trend term of a model's scores.
 
-    >>> from models.data import from_lists
-    >>> h = from_lists([[1, 2], [2]], times=[[0, DAY_MS], [DAY_MS]])
-    >>> np.exp(log_trend(h, 3, half_life_days=1.0).astype(float)).round(3).tolist()
+    >>> np.exp(log_counts(np.array([0.0, 0.5, 2.0])).astype(float)).round(3).tolist()
     [0.1, 0.6, 2.1]
     """
-    return log_counts(decayed_counts(histories, n_columns, half_life_days))
-
-
-def log_counts(counts: np.ndarray) -> np.ndarray:
-    """The trend term of decayed counts computed elsewhere (a stream's trending items)."""
     return np.log(np.asarray(counts, np.float64) + TREND_FLOOR).astype(np.float32)

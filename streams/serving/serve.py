@@ -141,6 +141,20 @@ class ProductCache:
         return {i: items[i] for i in wanted}
 
 
+def model_counts(
+    store_to_model: np.ndarray, indices: np.ndarray, weights: np.ndarray, n_columns: int
+) -> np.ndarray:
+    """Per-item weights keyed by store index, as a model's columns (unknown items left out).
+
+    >>> model_counts(np.array([0, 2, 0, 1]), np.array([1, 2, 3]), np.array([5.0, 7.0, 9.0]), 3)
+    array([0., 9., 5.])
+    """
+    columns = store_to_model[indices]
+    counts = np.zeros(n_columns)
+    np.add.at(counts, columns[columns > 0], weights[columns > 0])
+    return counts
+
+
 def _top_category(product: Product | None) -> str:
     return product.category.split("/", 1)[0] if product and product.category else ""
 
@@ -231,10 +245,8 @@ class Serving:
         indices, weights = await self.store.trending_counts(self.event_clock_s)
         if not len(indices):
             return  # nothing applied yet: the checkpoint's trend is all there is
-        columns = (await self._store_to_model(served, int(indices.max())))[indices]
-        counts = np.zeros(len(model.item_ids) + 1)
-        np.add.at(counts, columns[columns > 0], weights[columns > 0])
-        model.use_trend_counts(counts)
+        table = await self._store_to_model(served, int(indices.max()))
+        model.use_trend_counts(model_counts(table, indices, weights, len(model.item_ids) + 1))
         metrics.TREND_REFRESHES.inc()
 
     async def recommend(

@@ -1,4 +1,4 @@
-"""SASRec's trend term: the table it learns from, and a planted trend it must use."""
+"""SASRec's trend term: a planted trend it must use, with a weight validation chose."""
 
 from __future__ import annotations
 

@@ -333,7 +333,7 @@ def test_a_drift_request_starts_a_run_before_the_next_slot(
 def test_a_refit_keeps_the_chosen_trend_weight_and_brings_the_trend_up_to_date() -> None:
     from models.sasrec import SASRec, SASRecConfig, SASRecNet
     from models.split import temporal
-    from models.trend import log_trend
+    from models.trend import decayed_counts, log_counts
     from streams.trainer import _refit
     from tests.models.test_trend import FAST, shop
 
@@ -344,5 +344,6 @@ def test_a_refit_keeps_the_chosen_trend_weight_and_brings_the_trend_up_to_date()
     refit = _refit(first, split, TrainerConfig(model=settings))
     assert refit.trend_weight == first.trend_weight
     assert isinstance(refit.net, SASRecNet)
-    everything = log_trend(split.data.histories, split.data.catalogue.n_items + 1, 7.0)
+    n_columns = split.data.catalogue.n_items + 1
+    everything = log_counts(decayed_counts(split.data.histories, n_columns, 7.0))
     assert torch.equal(refit.net.trend, torch.from_numpy(everything))
