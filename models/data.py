@@ -144,6 +144,7 @@ class Interactions:
     catalogue: Catalogue
     histories: Histories  # one row per user, users[u] == u
     ratings: np.ndarray = field(repr=False)  # float32 per event, NaN for purchases
+    timed: bool = field(default=True, kw_only=True)  # the data set's Dataset.timed
 
     @property
     def n_users(self) -> int:
@@ -173,6 +174,7 @@ class Interactions:
             catalogue=self.catalogue,
             histories=_gather(self.histories, users, zeros, lengths),
             ratings=self.ratings[flat],
+            timed=self.timed,
         )
 
 
@@ -240,6 +242,7 @@ def from_dataset(dataset: Dataset, repeats: Repeats = "first") -> Interactions:
         catalogue=_catalogue(dataset, item_index),
         histories=histories,
         ratings=ratings,
+        timed=dataset.timed,
     )
 
 

@@ -27,6 +27,9 @@ class Dataset:
     products: list[Record] = field(repr=False)
     events: list[Event] = field(repr=False)
     source: str
+    # False where the files carry no time and events are stamped one day per position
+    # (the sequence formats): event times then say nothing about when anything sold.
+    timed: bool = field(default=True, kw_only=True)
 
     def users(self) -> int:
         """Number of distinct users in the events."""

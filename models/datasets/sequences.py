@@ -58,6 +58,7 @@ def load_sequences(path: Path, name: str, attributes: Path | None = None) -> Dat
         products=catalog(events, details),
         events=events,
         source=", ".join(str(f) for f in files),
+        timed=False,
     )
 
 
@@ -76,7 +77,9 @@ def load_pairs(path: Path, name: str) -> Dataset:
         events.append(("purchase", purchase(f"{name}:{line_no}", user_id, items[0], ts)))
         positions[user_id] = position + 1
     sort_events(events)
-    return Dataset(name=name, products=catalog(events, {}), events=events, source=str(path))
+    return Dataset(
+        name=name, products=catalog(events, {}), events=events, source=str(path), timed=False
+    )
 
 
 def load_amazon(data_dir: Path, stem: str, name: str) -> Dataset:

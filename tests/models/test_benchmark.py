@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -43,8 +44,10 @@ def test_run_reports_every_model_and_its_costs(eventlog: Path, tmp_path: Path) -
     assert "most-popular:best_s" not in flat
 
 
-def test_sasrec_learns_a_horizon_and_a_trend_on_temporal_splits_only(eventlog: Path) -> None:
-    from models.benchmark import MODELS, TEMPORAL_HORIZON_DAYS, TEMPORAL_TREND_DAYS
+def test_sasrec_learns_a_horizon_on_temporal_splits_and_a_trend_where_times_are_real(
+    eventlog: Path,
+) -> None:
+    from models.benchmark import MODELS, TEMPORAL_HORIZON_DAYS, TREND_DAYS
     from models.data import from_dataset
     from models.datasets import load
     from models.split import make_split
@@ -56,8 +59,11 @@ def test_sasrec_learns_a_horizon_and_a_trend_on_temporal_splits_only(eventlog: P
     assert build(loo, {}).config.horizon_days is None  # type: ignore[attr-defined]
     assert build(temporal, {"horizon_days": 2.0}).config.horizon_days == 2.0  # type: ignore[attr-defined]
     assert build(temporal, {"loss": "bce"}).config.horizon_days is None  # type: ignore[attr-defined]
-    assert build(temporal, {}).config.trend_days == TEMPORAL_TREND_DAYS  # type: ignore[attr-defined]
-    assert build(loo, {}).config.trend_days is None  # type: ignore[attr-defined]
+    assert build(temporal, {}).config.trend_days == TREND_DAYS  # type: ignore[attr-defined]
+    # the event log's times are real; a sequence file's are one stamped day per position
+    assert build(loo, {}).config.trend_days == TREND_DAYS  # type: ignore[attr-defined]
+    stamped = make_split(dataclasses.replace(data, timed=False), "leave-one-out")
+    assert build(stamped, {}).config.trend_days is None  # type: ignore[attr-defined]
     assert build(temporal, {"trend_days": None}).config.trend_days is None  # type: ignore[attr-defined]
 
 

@@ -27,6 +27,7 @@ def test_pairs_file(tmp_path: Path) -> None:
     a = [r["ts"] for _, r in dataset.events if r["user_id"] == "a"]
     assert a[1] - a[0] == 86_400_000
     assert (dataset.users(), dataset.items()) == (2, 3)
+    assert not dataset.timed  # the stamped days say nothing about when things sold
 
 
 def test_sequence_file_with_attributes(tmp_path: Path) -> None:
@@ -38,6 +39,7 @@ def test_sequence_file_with_attributes(tmp_path: Path) -> None:
     assert "Shop:1:2" in {r["event_id"] for _, r in dataset.events}
     categories = {p["item_id"]: p["category"] for p in dataset.products}
     assert categories == {"10": ["3", "4"], "11": ["5"], "12": []}
+    assert not dataset.timed
 
 
 def test_movielens_directory(tmp_path: Path) -> None:
@@ -46,7 +48,7 @@ def test_movielens_directory(tmp_path: Path) -> None:
     (tmp_path / "u.item").write_bytes("5|Amélie (2001)|x||url|0|1\n".encode("latin-1"))
     for source in (tmp_path, tmp_path / "u.data"):
         dataset = load(source)
-        assert dataset.name == "ml-100k"
+        assert dataset.name == "ml-100k" and dataset.timed
         assert [r["ts"] for _, r in dataset.events] == [50_000, 100_000]
         assert [r["event_id"] for _, r in dataset.events] == ["ml-100k:2", "ml-100k:1"]
         (movie,) = dataset.products
