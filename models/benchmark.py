@@ -29,27 +29,13 @@ from models.split import Split, SplitKind, make_split
 Factory = Callable[[Split, Mapping[str, Any]], Recommender]
 
 
-# A temporal split's targets are every item of the next weeks, not the next line of
-# the current order, so SASRec learns those (horizon chosen on online retail's
-# validation window, 7 days just ahead of 30, both 20 % above next-item training).
-TEMPORAL_HORIZON_DAYS = 7.0
-# ... and adds the shop's trend, decayed with this half-life (the recent-popular
-# baseline's, chosen on the same window), at the weight validation chooses. So does
-# every set whose events carry real times (MovieLens: +3.8 % on validation); on the
-# sequence formats' stamped times a trend would be noise.
-TREND_DAYS = 7.0
-
-
 def _sasrec(**fixed: Any) -> Factory:
     def build(split: Split, overrides: Mapping[str, Any]) -> Recommender:
-        from models.sasrec import SASRec, SASRecConfig
+        from models.sasrec import SASRec, SASRecConfig, split_settings
 
         values = {**fixed, **overrides}
-        if split.kind == "temporal" and values.get("loss", "ce") == "ce":
-            values = {"horizon_days": TEMPORAL_HORIZON_DAYS, **values}
-        if split.kind == "temporal" or split.train.timed:
-            values = {"trend_days": TREND_DAYS, **values}
-        return SASRec(SASRecConfig(**values))
+        defaults = split_settings(split.kind, split.train.timed, values.get("loss", "ce"))
+        return SASRec(SASRecConfig(**{**defaults, **values}))
 
     return build
 

@@ -15,6 +15,7 @@ from typing import Literal
 import numpy as np
 
 from models.datasets import Dataset
+from models.datasets.base import SplitKind
 
 PAD = 0
 Repeats = Literal["first", "keep"]
@@ -145,6 +146,7 @@ class Interactions:
     histories: Histories  # one row per user, users[u] == u
     ratings: np.ndarray = field(repr=False)  # float32 per event, NaN for purchases
     timed: bool = field(default=True, kw_only=True)  # the data set's Dataset.timed
+    split: SplitKind = field(default="leave-one-out", kw_only=True)  # its Dataset.split
 
     @property
     def n_users(self) -> int:
@@ -175,6 +177,7 @@ class Interactions:
             histories=_gather(self.histories, users, zeros, lengths),
             ratings=self.ratings[flat],
             timed=self.timed,
+            split=self.split,
         )
 
 
@@ -243,6 +246,7 @@ def from_dataset(dataset: Dataset, repeats: Repeats = "first") -> Interactions:
         histories=histories,
         ratings=ratings,
         timed=dataset.timed,
+        split=dataset.split,
     )
 
 

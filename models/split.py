@@ -10,13 +10,13 @@ asked for the test targets with everything that happened before them.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
 
 import numpy as np
 
 from models.data import Histories, Interactions
+from models.datasets.base import SplitKind
 
-SplitKind = Literal["leave-one-out", "temporal"]
+__all__ = ["EvalSet", "Split", "SplitKind", "leave_one_out", "make_split", "temporal"]
 MIN_LOO_EVENTS = 3
 
 
@@ -126,8 +126,8 @@ def _window(
 
 
 def make_split(data: Interactions, kind: SplitKind | None = None) -> Split:
-    """The split a data set calls for: temporal when it has real timestamps, else LOO."""
-    chosen = kind or ("temporal" if data.name == "online_retail" else "leave-one-out")
+    """``kind``, or the split the data set calls for (``Interactions.split``)."""
+    chosen = kind or data.split
     if chosen == "temporal":
         return temporal(data)
     if chosen == "leave-one-out":

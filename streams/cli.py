@@ -371,7 +371,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--split",
         choices=["leave-one-out", "temporal"],
         default=None,
-        help="default: temporal for online_retail (real timestamps), else leave-one-out",
+        help="default: the data set's own (temporal for online_retail and a shop's "
+        "event log, leave-one-out for the public benchmark sets)",
     )
     bp.add_argument(
         "--set",

@@ -200,7 +200,8 @@ class _Collector:
         known = {item: record for item, (_, record) in self.products.items()}
         products = [known.pop(p["item_id"], p) for p in catalog(events, {})]
         products += sorted(known.values(), key=lambda p: (p["ts"], p["item_id"]))
-        return Dataset(name=name, products=products, events=events, source=source)
+        # the shop's own log: real times, evaluated in time as the trainer does
+        return Dataset(name=name, products=products, events=events, source=source, split="temporal")
 
 
 async def snapshot(

@@ -31,7 +31,7 @@ from models.datasets import load
 from models.evaluate import EvalReport, evaluate
 from models.registry import ModelVersion, Registry
 from models.remap import Remapped, SequenceScorer
-from models.sasrec import SASRec, SASRecConfig
+from models.sasrec import SASRec, SASRecConfig, split_settings
 from models.split import Split, temporal
 from schemas.errors import ConfigError, RecommenderError, ServiceError
 from streams import keys
@@ -120,9 +120,12 @@ class TrainerConfig:
         self.sasrec_config()  # a bad field fails here, not after a snapshot
 
     def sasrec_config(self) -> SASRecConfig:
+        # The log's times are real and the run splits it in time: SASRec gets what the
+        # benchmark gives it on such a split (a horizon of targets and the shop's trend).
+        split = split_settings("temporal", timed=True, loss=self.model.get("loss", "ce"))
         values: dict[str, Any] = {
             k: tuple(v) if isinstance(v, list) else v
-            for k, v in {**_MODEL_DEFAULTS, **self.model}.items()
+            for k, v in {**_MODEL_DEFAULTS, **split, **self.model}.items()
         }
         defaults = {f.name: f.default for f in fields(SASRecConfig)}
         unknown = sorted(set(values) - set(defaults))

@@ -50,7 +50,7 @@ class HybridConfig:
     candidates: int = 200  # per user, merged rank by rank from the generators' top lists
     # How the ranker's training labels are held out of the training data: the last
     # event per user, or the last ``holdout_share`` of the time line. "auto" follows
-    # ``models.split.make_split``: temporal for online_retail, else leave-one-out.
+    # the data set's own split (``Interactions.split``), as ``models.split.make_split`` does.
     holdout: Holdout = "auto"
     holdout_share: float = 0.1
     max_queries: int = 20_000  # users sampled to train the ranker (those with a hit)
@@ -216,7 +216,7 @@ class Hybrid:
         """Training data without its end, and the end as labelled lists."""
         kind = self.config.holdout
         if kind == "auto":
-            kind = "temporal" if train.name == "online_retail" else "leave-one-out"
+            kind = train.split
         if kind == "temporal":
             times = train.histories.times
             boundary = int(np.quantile(times, 1.0 - self.config.holdout_share))

@@ -10,6 +10,7 @@ from typing import Any, Literal, TypeVar
 from models.datasets.records import Record, product
 
 EventKind = Literal["purchase", "review"]
+SplitKind = Literal["leave-one-out", "temporal"]
 Event = tuple[EventKind, Record]
 D = TypeVar("D", bound="Dataset")
 
@@ -30,6 +31,10 @@ class Dataset:
     # False where the files carry no time and events are stamped one day per position
     # (the sequence formats): event times then say nothing about when anything sold.
     timed: bool = field(default=True, kw_only=True)
+    # How offline evaluation splits it unless told otherwise: the protocol results on
+    # this kind of data are reported under (leave-one-out for the public benchmark
+    # sets, MovieLens included; a time cut for a shop's own transaction log).
+    split: SplitKind = field(default="leave-one-out", kw_only=True)
 
     def users(self) -> int:
         """Number of distinct users in the events."""

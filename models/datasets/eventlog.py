@@ -76,6 +76,8 @@ def header(dataset: Dataset, extra: Mapping[str, Any] | None = None) -> dict[str
         "source": dataset.source,
         "products": len(dataset.products),
         "events": len(dataset.events),
+        "timed": dataset.timed,
+        "split": dataset.split,
     }
 
 
@@ -156,6 +158,14 @@ def read_eventlog(path: str | os.PathLike[str], name: str | None = None) -> Data
     except StopIteration:
         raise EventLogError(f"{file}: empty file, not a {FORMAT} file") from None
     _check_header(file, head)
+    timed = head.get("timed", True)
+    # a log that does not say is a shop's own: evaluated as the trainer does, in time
+    split = head.get("split", "temporal")
+    if not isinstance(timed, bool) or split not in ("leave-one-out", "temporal"):
+        raise EventLogError(
+            f"{file}:1: header timed={timed!r} split={split!r}: expected a boolean and "
+            "'leave-one-out' or 'temporal'"
+        )
     products: list[Record] = []
     events: list[Event] = []
     for number, obj in lines:
@@ -177,4 +187,6 @@ def read_eventlog(path: str | os.PathLike[str], name: str | None = None) -> Data
         products=products,
         events=sort_events(events),
         source=str(head.get("source") or file),
+        timed=timed,
+        split=split,
     )

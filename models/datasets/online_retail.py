@@ -78,7 +78,9 @@ def load_online_retail(path: Path, name: str = NAME) -> Dataset:
             strict=True,
         )
     ]
-    return Dataset(name=name, products=_products(rows), events=events, source=str(path))
+    return Dataset(
+        name=name, products=_products(rows), events=events, source=str(path), split="temporal"
+    )
 
 
 def _products(rows: pd.DataFrame) -> list[Record]:

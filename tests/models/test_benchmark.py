@@ -47,15 +47,16 @@ def test_run_reports_every_model_and_its_costs(eventlog: Path, tmp_path: Path) -
 def test_sasrec_learns_a_horizon_on_temporal_splits_and_a_trend_where_times_are_real(
     eventlog: Path,
 ) -> None:
-    from models.benchmark import MODELS, TEMPORAL_HORIZON_DAYS, TREND_DAYS
+    from models.benchmark import MODELS
     from models.data import from_dataset
     from models.datasets import load
+    from models.sasrec import HORIZON_DAYS, TREND_DAYS
     from models.split import make_split
 
     data = from_dataset(load(str(eventlog)))
     temporal, loo = make_split(data, "temporal"), make_split(data, "leave-one-out")
     build = MODELS["sasrec"]
-    assert build(temporal, {}).config.horizon_days == TEMPORAL_HORIZON_DAYS  # type: ignore[attr-defined]
+    assert build(temporal, {}).config.horizon_days == HORIZON_DAYS  # type: ignore[attr-defined]
     assert build(loo, {}).config.horizon_days is None  # type: ignore[attr-defined]
     assert build(temporal, {"horizon_days": 2.0}).config.horizon_days == 2.0  # type: ignore[attr-defined]
     assert build(temporal, {"loss": "bce"}).config.horizon_days is None  # type: ignore[attr-defined]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -66,5 +68,10 @@ def test_no_target_is_ever_in_the_training_view() -> None:
 def test_default_split_follows_the_data() -> None:
     data = interactions([[1, 2, 3]], [[1, 2, 3]])
     assert make_split(data).kind == "leave-one-out"
+    shop = dataclasses.replace(data, split="temporal")
+    assert make_split(shop).kind == "temporal"
+    assert make_split(shop, "leave-one-out").kind == "leave-one-out"
+    # the training view keeps it, so models fit on it (the hybrid's holdout) can read it
+    assert make_split(shop).train.split == "temporal"
     with pytest.raises(ValueError, match="unknown split"):
         make_split(data, "random")  # type: ignore[arg-type]

@@ -60,6 +60,7 @@ def test_snapshot_reads_back_event_for_event(
 
     loaded = load(out)
     assert loaded.name == "snap"
+    assert (loaded.split, loaded.timed) == ("temporal", True)  # evaluated as the trainer does
     assert (stats.events, stats.products) == (len(ds.events), len(ds.products))
     assert loaded.events == ds.events
     assert {p["item_id"]: p for p in loaded.products} == {

@@ -89,8 +89,12 @@ def test_first_run_publishes_and_a_run_that_does_not_beat_it_keeps_it(
     assert (work / SNAPSHOT_FILE).is_file()
     assert 0 < first.candidate <= 1  # the bar below must be above zero to mean anything
     assert registry.latest_version("sasrec") == first.version.version
-    stored = registry.load("sasrec").metrics
+    published = registry.load("sasrec")
+    stored = published.metrics
     assert stored["NDCG@10"] == first.candidate == first.metrics["NDCG@10"]
+    # trained as the benchmark trains SASRec on a time split: a horizon and the trend
+    assert published.config["horizon_days"] == 7.0 and published.config["trend_days"] == 7.0
+    assert stored["trend_weight"] >= 0
     assert stored["interactions"] == n_events and stored["users"] > 0
     assert first.announced is not None
     (update,) = _updates(s, 1, timeout=30)
@@ -238,6 +242,19 @@ def test_trainer_config_rejects_what_would_fail_mid_run() -> None:
             TrainerConfig(**bad)
     with pytest.raises(ConfigError, match="interval"):
         run(run_schedule(Settings(), TrainerConfig(), "registry", 0))
+
+
+def test_the_trainer_gives_sasrec_what_a_time_split_calls_for_unless_told_otherwise() -> None:
+    from models.sasrec import HORIZON_DAYS, TREND_DAYS
+
+    default = TrainerConfig().sasrec_config()
+    assert (default.horizon_days, default.trend_days) == (HORIZON_DAYS, TREND_DAYS)
+    assert not default.progress  # a service logs lines, not bars
+    bce = TrainerConfig(model={"loss": "bce"}).sasrec_config()
+    assert (bce.horizon_days, bce.trend_days) == (None, TREND_DAYS)  # a horizon needs "ce"
+    off = parse_model_overrides(["horizon_days=null", "trend_days=null", "hidden=32"])
+    plain = TrainerConfig(model=off).sasrec_config()
+    assert (plain.horizon_days, plain.trend_days, plain.hidden) == (None, None, 32)
 
 
 def test_refit_trains_on_every_event_and_waits_for_new_ones(

@@ -57,6 +57,16 @@ def test_synthetic_round_trip_keeps_time_order(tmp_path: Path) -> None:
     assert [r["ts"] for _, r in loaded.events] == sorted(r["ts"] for _, r in loaded.events)
 
 
+def test_how_to_evaluate_it_travels_in_the_header(tmp_path: Path) -> None:
+    stamped = dataclasses.replace(_small(), timed=False, split="leave-one-out")
+    loaded = load(write_eventlog(tmp_path / "stamped.jsonl", stamped))
+    assert (loaded.timed, loaded.split) == (False, "leave-one-out")
+    # a log that does not say (written elsewhere, or before the header said) is a shop's
+    bare = tmp_path / "bare.jsonl"
+    bare.write_text(_lines(HEAD, GOOD))
+    assert (load(bare).timed, load(bare).split) == (True, "temporal")
+
+
 def test_reader_sorts_events_written_out_of_order(tmp_path: Path) -> None:
     shuffled = dataclasses.replace(_small(), events=_small().events[::-1])
     loaded = read_eventlog(write_eventlog(tmp_path / "x.jsonl", shuffled))
@@ -88,6 +98,8 @@ BAD = {
         ":2: a review record has fields",
     ),
     "empty": ("", "empty file"),
+    "unknown split": (_lines({**HEAD, "split": "random"}), "split='random': expected"),
+    "timed not a boolean": (_lines({**HEAD, "timed": "yes"}), "timed='yes'"),
 }
 
 

@@ -49,6 +49,7 @@ def test_movielens_directory(tmp_path: Path) -> None:
     for source in (tmp_path, tmp_path / "u.data"):
         dataset = load(source)
         assert dataset.name == "ml-100k" and dataset.timed
+        assert dataset.split == "leave-one-out"  # the protocol MovieLens figures are given in
         assert [r["ts"] for _, r in dataset.events] == [50_000, 100_000]
         assert [r["event_id"] for _, r in dataset.events] == ["ml-100k:2", "ml-100k:1"]
         (movie,) = dataset.products
@@ -92,6 +93,7 @@ def test_online_retail_filters(tmp_path: Path) -> None:
         "online_retail:1",
     ]
     assert [r["user_id"] for _, r in dataset.events] == ["8", "7", "7"]
+    assert dataset.split == "temporal" and dataset.timed  # a shop's invoices, split in time
     mug = next(p for p in dataset.products if p["item_id"] == "A")
     assert (mug["title"], mug["price"], mug["ts"]) == ("Mug", 3.0, dataset.events[0][1]["ts"])
 
